@@ -1,0 +1,111 @@
+/*
+ * kernels: the numeric building blocks of the forward pass, on weights that stay in their
+ * GGUF block formats (no dequantization of whole tensors at load).
+ *
+ * For each block type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K,
+ * Q6_K, plus the activation formats Q8_0/Q8_K): dequantize a row, quantize a row, and the
+ * dot product of a weight row with float activations. On top of them: a matmul over a
+ * batch of activation rows, RMSNorm, LayerNorm, RoPE (normal and NeoX, with Llama-3
+ * frequency factors), softmax, SiLU and GELU, and a thread pool.
+ *
+ * Every kernel has a portable scalar reference (kernels_ref.c). Instruction-set variants live
+ * in src/kernels/arch/<isa>/ and are chosen once at start-up from the CPU's features;
+ * kern_isa_force() lets tests run each variant against the reference.
+ *
+ * Numerics: the reference dot product dequantizes each block to float and accumulates in
+ * float, i.e. "F32 math on the dequantized weights" (what the kit calls the exact
+ * reference). Faster variants may quantize activations (as ggml does) only where the result
+ * stays within the tolerances the tests state.
+ *
+ * Thread safety: all kernels are pure functions of their arguments; a kern_pool is driven by
+ * one thread at a time.
+ */
+#ifndef DK_KERNELS_H
+#define DK_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gguf/gguf.h"
+
+/* ---- instruction sets ---- */
+enum kern_isa {
+    KERN_ISA_SCALAR = 0,
+    KERN_ISA_AVX2 = 1,
+    KERN_ISA_AVX512 = 2,
+    KERN_ISA_NEON = 3,
+    KERN_ISA_COUNT
+};
+enum kern_isa kern_isa_best(void);          /* best the CPU and this build support */
+enum kern_isa kern_isa_active(void);        /* the one in use */
+bool kern_isa_supported(enum kern_isa isa);
+/* Selects a variant (tests, DUCKLING_ISA=scalar|avx2|avx512|neon); DK_ERR_UNSUPPORTED if the
+ * CPU or build lacks it. Not thread-safe: call before any kernel runs. */
+int kern_isa_force(enum kern_isa isa);
+const char *kern_isa_name(enum kern_isa isa);
+
+/* ---- scalar conversions ---- */
+float kern_fp16_to_fp32(uint16_t h);
+uint16_t kern_fp32_to_fp16(float f);   /* round to nearest even */
+float kern_bf16_to_fp32(uint16_t h);
+uint16_t kern_fp32_to_bf16(float f);   /* round to nearest even, NaN preserved */
+
+/* ---- rows of block types ----
+ * n is the number of values in the row and must be a multiple of the type's block size.
+ * Supported types: every weight type above; Q8_K only for quantize/dequantize. */
+void kern_dequantize_row(enum gguf_tensor_type type, const void *src, float *dst, int64_t n);
+/* Reference quantizer (round-to-nearest for legacy types, an error-minimising search of
+ * scales for K-quants). dst holds gguf_row_bytes(type, n) bytes. */
+void kern_quantize_row(enum gguf_tensor_type type, const float *src, void *dst, int64_t n);
+/* sum_i dequant(row)[i] * x[i] */
+float kern_dot_row(enum gguf_tensor_type type, const void *row, const float *x, int64_t n);
+
+/* ---- a weight matrix as stored in the file: n_out rows of n_in values ---- */
+typedef struct kern_matrix {
+    enum gguf_tensor_type type;
+    int64_t n_in;        /* values per row (ne[0]) */
+    int64_t n_out;       /* rows (ne[1]) */
+    size_t row_bytes;    /* bytes per row */
+    const void *data;    /* n_out * row_bytes bytes, usually inside the mapped file */
+} kern_matrix;
+
+/* Fills m from a 2-D (or 1-D, n_out = 1) GGUF tensor. */
+int kern_matrix_from_tensor(kern_matrix *m, const gguf_tensor *t, char *err);
+
+typedef struct kern_pool kern_pool;
+
+/* Y[t][o] = sum_i W[o][i] * X[t][i] for t < n_tok.
+ * X: (n_tok, n_in) row-major floats; Y: (n_tok, n_out). pool may be NULL (single-threaded). */
+void kern_matmul(const kern_matrix *w, const float *x, int64_t n_tok, float *y, kern_pool *pool);
+
+/* ---- element-wise and row kernels (out may equal x) ---- */
+void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps); /* w may be NULL */
+void kern_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+void kern_softmax(float *x, int64_t n);             /* in place, max-subtracted, sums in float */
+void kern_silu(float *x, int64_t n);                /* x * sigmoid(x), in place */
+/* GELU (tanh form) as ggml's CPU backend computes it: through a table indexed by the fp16
+ * value of x for -10 < x < 10, 0 below, x above. Matching it matters for gemma/bert refs. */
+void kern_gelu(float *x, int64_t n);
+void kern_gelu_exact_tanh(float *x, int64_t n);     /* the same formula in float, no table */
+void kern_mul(float *out, const float *a, const float *b, int64_t n);   /* out = a * b */
+void kern_add(float *out, const float *a, const float *b, int64_t n);   /* out = a + b */
+void kern_scale(float *x, float s, int64_t n);
+void kern_softcap(float *x, float cap, int64_t n);  /* x = cap * tanh(x / cap) */
+
+/* RoPE on one token's heads, in place. x: (n_head, head_dim); the first n_rot dimensions of
+ * each head are rotated by theta_i = pos * base^(-2i/n_rot) / freq_factors[i] (freq_factors
+ * may be NULL). neox = false rotates pairs (2i, 2i+1) (llama); neox = true rotates pairs
+ * (i, i + n_rot/2) (qwen2/3, gemma, phi3). */
+void kern_rope(float *x, int n_head, int head_dim, int n_rot, int64_t pos, float base,
+               const float *freq_factors, bool neox);
+
+/* ---- thread pool ----
+ * kern_pool_run calls fn(ctx, i_task, n_tasks) for every i_task in [0, n_tasks) spread over
+ * the pool's threads (the caller's thread works too) and returns when all are done. */
+kern_pool *kern_pool_new(int n_threads);   /* n_threads >= 1; NULL on failure */
+void kern_pool_free(kern_pool *p);         /* NULL is fine */
+int kern_pool_threads(const kern_pool *p); /* 1 for NULL */
+void kern_pool_run(kern_pool *p, void (*fn)(void *ctx, int i_task, int n_tasks), void *ctx, int n_tasks);
+
+#endif
