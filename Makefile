@@ -92,7 +92,7 @@ test-asan:
 # libFuzzer entry point is added when DK_LIBFUZZER is set.
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 fuzz:
-	$(MAKE) BUILD=build/fuzz CC=clang SAN=1 OPT=-O1 EXTRA_CFLAGS="-fsanitize=fuzzer-no-link" $(LIB)
+	$(MAKE) BUILD=build/fuzz CC=clang SAN=1 OPT=-O1 EXTRA_CFLAGS="-fsanitize=fuzzer-no-link" build/fuzz/libduckling.a
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang $$f -> build/fuzz/$$n"; \
 	  clang -std=c11 -O1 -g -DDK_LIBFUZZER -D_GNU_SOURCE -Isrc -Itests -fsanitize=fuzzer,address,undefined \

@@ -63,7 +63,8 @@ enum gguf_value_type {
 };
 
 /* Tensor types, numbered as ggml numbers them (the numbers are part of the file format).
- * Only these are accepted by the reader. */
+ * Only these are accepted by the reader; Q8_1 and Q8_K are accepted in files too (they are
+ * well-defined block formats; whether a model may use them is the model layer's call). */
 enum gguf_tensor_type {
     GGUF_TYPE_F32 = 0,
     GGUF_TYPE_F16 = 1,
@@ -108,14 +109,22 @@ typedef struct gguf_tensor {
     const char *name;           /* NUL-terminated copy, owned by the gguf_file */
     enum gguf_tensor_type type;
     uint32_t n_dims;            /* 1..4 */
-    int64_t ne[GGUF_MAX_DIMS];  /* ne[i] = 1 for i >= n_dims; all >= 1 */
+    int64_t ne[GGUF_MAX_DIMS];  /* ne[i] = 1 for i >= n_dims; all >= 0 (0: an empty tensor) */
     int64_t n_elements;         /* product of ne */
     uint64_t offset;            /* within the data section */
     size_t n_bytes;             /* exact size implied by type and shape */
-    const void *data;           /* points into the mapping; aligned to the file's alignment */
+    const void *data;           /* points into the mapping, at an aligned file offset (mappings are
+                                   page-aligned, so gguf_open gives aligned pointers) */
 } gguf_tensor;
 
-/* Opens and validates a file. On success *out owns the mapping; free with gguf_close. */
+/* Opens and validates a file. On success *out owns the mapping; free with gguf_close. On
+ * failure *out is NULL and the result is DK_ERR_IO (cannot open or map), DK_ERR_NOMEM, or
+ * DK_ERR_FORMAT with one line naming the file and what is wrong where. Besides the checks
+ * listed at the top: keys and tensor names must be unique and contain no NUL byte, and
+ * general.alignment, if present, must be a u32 power of two. Counts and lengths are checked
+ * against the bytes left before anything is allocated for them, so allocations stay
+ * proportional to the file size. Tensors may leave gaps or overlap (only bounds and
+ * alignment are checked). */
 int gguf_open(gguf_file **out, const char *path, char *err);
 /* The same validation over bytes in memory (fuzzing, tests). The bytes are borrowed and
  * must outlive the gguf_file. */
@@ -135,6 +144,12 @@ const char *gguf_kv_key(const gguf_file *f, int64_t i);        /* NUL-terminated
 enum gguf_value_type gguf_kv_type(const gguf_file *f, int64_t i);
 enum gguf_value_type gguf_kv_arr_type(const gguf_file *f, int64_t i); /* element type of an array */
 uint64_t gguf_kv_arr_n(const gguf_file *f, int64_t i);         /* elements of an array, else 0 */
+/* (Out-of-range i: gguf_kv_key NULL, the type getters GGUF_VAL_COUNT; gguf_kv_arr_type is
+ * GGUF_VAL_COUNT for a value that is not an array.) */
+/* The serialized value of kv i exactly as in the file (the bytes after its u32 value type:
+ * scalar, or u64 length + bytes, or u32 elem_type + u64 n + elements). Points into f.
+ * DK_ERR_NOTFOUND if i is out of range. */
+int gguf_kv_raw(const gguf_file *f, int64_t i, const void **data, size_t *n_bytes);
 
 /* Typed getters by key. They return DK_OK, DK_ERR_NOTFOUND (no such key) or DK_ERR_FORMAT
  * (the value has another type or does not fit). Integer getters accept any integer value
@@ -148,11 +163,14 @@ int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out);
 
 /* Arrays. Numeric arrays: *data points at n little-endian elements of elem_type inside the
  * mapping (possibly unaligned: read with memcpy or the helpers below). String arrays:
- * element access by index in O(1) (the reader indexes them at open). */
+ * element access by index in O(1) (the reader indexes them at open); for them gguf_get_arr
+ * gives elem_type GGUF_VAL_STRING and *data at the first element's u64 length.
+ * gguf_get_arr_str returns DK_ERR_FORMAT if the key is not a string array or i >= n. */
 int gguf_get_arr(const gguf_file *f, const char *key, enum gguf_value_type *elem_type,
                  uint64_t *n, const void **data);
 int gguf_get_arr_str(const gguf_file *f, const char *key, uint64_t i, gguf_str *out);
-/* Element i of a numeric array converted to double / int64 (caller checks i < n). */
+/* Element i of a numeric array converted to double / int64 (caller checks i < n). Floats
+ * convert to int64 by truncation (NaN or out of range: 0); BOOL reads as 0/1. */
 double gguf_arr_get_f64(enum gguf_value_type elem_type, const void *data, uint64_t i);
 int64_t gguf_arr_get_i64(enum gguf_value_type elem_type, const void *data, uint64_t i);
 
@@ -187,14 +205,25 @@ int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *
 int gguf_writer_copy_kv(gguf_writer *w, const gguf_file *src, int64_t i_kv);
 int gguf_writer_remove_key(gguf_writer *w, const char *key);
 
-/* Adds a tensor whose bytes are copied now (data holds exactly the row-major blocks). */
+/* Tensor names longer than this are refused by the writer (ggml's GGML_MAX_NAME is 64 with
+ * the NUL, and llama.cpp rejects longer names); the reader accepts any length. */
+#define GGUF_WRITER_MAX_NAME 63
+
+/* Adding a tensor returns DK_ERR_ARG for a duplicate or empty or too long name, an unknown
+ * type, n_dims outside 1..4, a negative ne, a row (ne[0]) that is not a whole number of
+ * blocks, or (gguf_writer_add_tensor) n_bytes different from the size the shape implies.
+ *
+ * Adds a tensor whose bytes are copied now (data holds exactly the row-major blocks). */
 int gguf_writer_add_tensor(gguf_writer *w, const char *name, enum gguf_tensor_type type,
                            uint32_t n_dims, const int64_t *ne, const void *data, size_t n_bytes);
 /* Adds a tensor whose bytes come from fill(user, ...) when the file is written. */
 int gguf_writer_add_tensor_fill(gguf_writer *w, const char *name, enum gguf_tensor_type type,
                                 uint32_t n_dims, const int64_t *ne, gguf_fill_fn fill, void *user);
 
-/* Writes version 3 with the default alignment, atomically (temporary file + rename). */
+/* Writes version 3, atomically (temporary file + rename in the target's directory). The
+ * alignment is 32, or general.alignment if that key was set (it must then be a u32 power of
+ * two, else DK_ERR_ARG). Fill callbacks run here, one tensor at a time, in insertion order;
+ * a failing callback's code and message are returned and no file is left behind. */
 int gguf_writer_write(gguf_writer *w, const char *path, char *err);
 
 #endif

@@ -82,7 +82,7 @@ void kern_matmul(const kern_matrix *w, const float *x, int64_t n_tok, float *y, 
 /* ---- element-wise and row kernels (out may equal x) ---- */
 void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps); /* w may be NULL */
 void kern_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
-void kern_softmax(float *x, int64_t n);             /* in place, max-subtracted, sums in float */
+void kern_softmax(float *x, int64_t n);             /* in place, max-subtracted, exp in float, sum in double (as ggml) */
 void kern_silu(float *x, int64_t n);                /* x * sigmoid(x), in place */
 /* GELU (tanh form) as ggml's CPU backend computes it: through a table indexed by the fp16
  * value of x for -10 < x < 10, 0 below, x above. Matching it matters for gemma/bert refs. */
