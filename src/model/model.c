@@ -1,0 +1,832 @@
+/*
+ * model.c: loading (hyperparameters, tensor binding and shape validation) and the forward
+ * pass of every supported architecture, following llama.cpp's graphs (kit/README.md §4).
+ * Not for: tokenization or sampling. The numeric work is done by kernels/; this file only
+ * arranges it.
+ */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/kernels.h"
+
+/* ------------------------------------------------------------------ the model_weights */
+
+typedef struct model_layer {
+    float *attn_norm, *attn_norm_b;         /* (n_embd) */
+    kern_matrix wq, wk, wv, wqkv, wo;       /* wqkv: phi3 fused (q|k|v rows) */
+    bool has_wqkv;
+    float *bq, *bk, *bv, *bo;               /* optional biases */
+    float *q_norm, *k_norm;                 /* (head_dim_k), qwen3/gemma3 */
+    float *post_attn_norm;                  /* gemma2/3 */
+    float *attn_out_norm, *attn_out_norm_b; /* bert */
+    float *ffn_norm;                        /* (n_embd) */
+    kern_matrix ffn_gate, ffn_up, ffn_down; /* phi3: ffn_up has 2*n_ff rows (gate|up) */
+    bool has_gate;
+    float *ffn_up_b, *ffn_down_b;           /* bert */
+    float *post_ffw_norm;                   /* gemma2/3 */
+    float *out_norm, *out_norm_b;           /* bert layer_output_norm */
+    bool swa;                               /* sliding-window attention layer */
+} model_layer;
+
+struct model_weights {
+    gguf_file *file;
+    bool owns_file;
+    model_hparams hp;
+    kern_matrix tok_embd;        /* (n_vocab rows of n_embd) */
+    kern_matrix output;          /* lm head; == tok_embd when tied */
+    float *output_norm;          /* (n_embd) */
+    float *rope_factors;         /* (n_rot/2) or NULL: rope_freqs times linear scale */
+    float *rope_factors_swa;     /* (n_rot/2) or NULL: rope_freqs alone (SWA layers are not scaled) */
+    kern_matrix type_embd, pos_embd; /* bert */
+    float *embd_norm, *embd_norm_b;  /* bert */
+    model_layer *layers;         /* (n_layer) */
+    float **vectors;             /* every float vector allocated at load, freed at model_free */
+    size_t n_vectors, cap_vectors;
+};
+
+static const char *const arch_names[MODEL_ARCH_COUNT] = {
+    "llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "bert",
+};
+
+static void shape_str(char *buf, size_t n, const int64_t *ne, uint32_t n_dims)
+{
+    if (n_dims <= 1) snprintf(buf, n, "[%lld]", (long long)ne[0]);
+    else if (n_dims == 2) snprintf(buf, n, "[%lld, %lld]", (long long)ne[0], (long long)ne[1]);
+    else snprintf(buf, n, "[%lld, %lld, %lld, ...]", (long long)ne[0], (long long)ne[1], (long long)ne[2]);
+}
+
+/* Finds a tensor and checks its shape (ne0, ne1; ne1 = 0 means a 1-D tensor). */
+static int find_checked(const model_weights *m, const char *name, int64_t ne0, int64_t ne1, bool required,
+                        const gguf_tensor **out, char *err)
+{
+    const gguf_tensor *t = gguf_find_tensor(m->file, name);
+    *out = NULL;
+    if (!t) {
+        if (!required) return DK_OK;
+        if (ne1) return dk_fail(err, DK_ERR_FORMAT, "missing tensor %s (expected [%lld, %lld])", name, (long long)ne0, (long long)ne1);
+        return dk_fail(err, DK_ERR_FORMAT, "missing tensor %s (expected [%lld])", name, (long long)ne0);
+    }
+    uint32_t want_dims = ne1 ? 2 : 1;
+    int64_t want[GGUF_MAX_DIMS] = {ne0, ne1 ? ne1 : 1, 1, 1};
+    bool ok = true;
+    for (int i = 0; i < GGUF_MAX_DIMS; i++) if (t->ne[i] != want[i]) ok = false;
+    if (!ok) {
+        char a[96], b[96];
+        shape_str(a, sizeof a, want, want_dims);
+        shape_str(b, sizeof b, t->ne, t->n_dims);
+        return dk_fail(err, DK_ERR_FORMAT, "tensor %s has shape %s, expected %s", name, b, a);
+    }
+    *out = t;
+    return DK_OK;
+}
+
+static int bind_matrix(model_weights *m, const char *name, int64_t n_in, int64_t n_out, bool required,
+                       kern_matrix *mat, bool *present, char *err)
+{
+    const gguf_tensor *t;
+    int rc = find_checked(m, name, n_in, n_out, required, &t, err);
+    if (present) *present = t != NULL;
+    if (rc != DK_OK || !t) return rc;
+    if (t->type == GGUF_TYPE_Q8_1 || t->type == GGUF_TYPE_Q8_K)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "tensor %s: type %s is not a weight type", name, gguf_type_name(t->type));
+    return kern_matrix_from_tensor(mat, t, err);
+}
+
+static int push_vector(model_weights *m, float *v)
+{
+    if (m->n_vectors == m->cap_vectors) {
+        size_t cap = m->cap_vectors ? 2 * m->cap_vectors : 64;
+        float **p = dk_realloc(m->vectors, cap * sizeof *p);
+        if (!p) return DK_ERR_NOMEM;
+        m->vectors = p;
+        m->cap_vectors = cap;
+    }
+    m->vectors[m->n_vectors++] = v;
+    return DK_OK;
+}
+
+/* Reads a 1-D tensor of n values as floats (F32, F16, BF16 or any block type). */
+static int bind_vector(model_weights *m, const char *name, int64_t n, bool required, float **out, char *err)
+{
+    const gguf_tensor *t;
+    *out = NULL;
+    int rc = find_checked(m, name, n, 0, required, &t, err);
+    if (rc != DK_OK || !t) return rc;
+    if (t->type == GGUF_TYPE_Q8_1 || t->type == GGUF_TYPE_Q8_K)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "tensor %s: type %s is not a weight type", name, gguf_type_name(t->type));
+    float *v = dk_malloc_array((size_t)n, sizeof(float));
+    if (!v) return dk_fail(err, DK_ERR_NOMEM, "out of memory reading %s", name);
+    if (push_vector(m, v) != DK_OK) {
+        dk_free(v);
+        return dk_fail(err, DK_ERR_NOMEM, "out of memory reading %s", name);
+    }
+    kern_dequantize_row(t->type, t->data, v, n);
+    *out = v;
+    return DK_OK;
+}
+
+static int get_u32_key(const gguf_file *f, const char *arch, const char *suffix, bool required,
+                       int64_t def, int64_t *out, char *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    uint32_t v;
+    int rc = gguf_get_u32(f, key, &v);
+    if (rc == DK_OK) { *out = v; return DK_OK; }
+    if (rc == DK_ERR_NOTFOUND && !required) { *out = def; return DK_OK; }
+    if (rc == DK_ERR_NOTFOUND) return dk_fail(err, DK_ERR_FORMAT, "missing key %s", key);
+    return dk_fail(err, DK_ERR_FORMAT, "key %s: not an unsigned 32-bit integer", key);
+}
+
+static int get_f32_key(const gguf_file *f, const char *arch, const char *suffix, float def,
+                       float *out, bool *present, char *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_f32(f, key, out);
+    if (present) *present = rc == DK_OK;
+    if (rc == DK_OK) return DK_OK;
+    if (rc == DK_ERR_NOTFOUND) { *out = def; return DK_OK; }
+    return dk_fail(err, DK_ERR_FORMAT, "key %s: not a float", key);
+}
+
+static int read_hparams(model_weights *m, char *err)
+{
+    const gguf_file *f = m->file;
+    model_hparams *hp = &m->hp;
+    gguf_str s;
+    int rc = gguf_get_str(f, "general.architecture", &s);
+    if (rc != DK_OK) return dk_fail(err, DK_ERR_FORMAT, "missing or invalid key general.architecture");
+    int arch = -1;
+    for (int i = 0; i < MODEL_ARCH_COUNT; i++)
+        if (strlen(arch_names[i]) == s.len && memcmp(arch_names[i], s.ptr, s.len) == 0) arch = i;
+    if (arch < 0)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "unsupported architecture '%.*s' (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3, bert)",
+                       (int)(s.len > 64 ? 64 : s.len), s.ptr);
+    hp->arch = (enum model_arch)arch;
+    const char *a = arch_names[arch];
+    hp->arch_name = a;
+
+    if ((rc = get_u32_key(f, a, "context_length", false, 0, &hp->n_ctx_train, err))) return rc;
+    if ((rc = get_u32_key(f, a, "embedding_length", true, 0, &hp->n_embd, err))) return rc;
+    if ((rc = get_u32_key(f, a, "block_count", true, 0, &hp->n_layer, err))) return rc;
+    if ((rc = get_u32_key(f, a, "feed_forward_length", true, 0, &hp->n_ff, err))) return rc;
+    if ((rc = get_u32_key(f, a, "attention.head_count", true, 0, &hp->n_head, err))) return rc;
+    if ((rc = get_u32_key(f, a, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv, err))) return rc;
+    if (hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_ff <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 ||
+        hp->n_embd > (1 << 20) || hp->n_layer > 4096 || hp->n_ff > (1 << 22) || hp->n_head > 4096 ||
+        hp->n_head % hp->n_head_kv != 0)
+        return dk_fail(err, DK_ERR_FORMAT, "invalid hyperparameters: n_embd %lld, n_layer %lld, n_ff %lld, n_head %lld, n_head_kv %lld",
+                       (long long)hp->n_embd, (long long)hp->n_layer, (long long)hp->n_ff, (long long)hp->n_head, (long long)hp->n_head_kv);
+    if ((rc = get_u32_key(f, a, "attention.key_length", false, hp->n_embd / hp->n_head, &hp->head_dim_k, err))) return rc;
+    if ((rc = get_u32_key(f, a, "attention.value_length", false, hp->head_dim_k, &hp->head_dim_v, err))) return rc;
+    if ((rc = get_u32_key(f, a, "rope.dimension_count", false, hp->head_dim_k, &hp->n_rot, err))) return rc;
+    if (hp->head_dim_k <= 0 || hp->head_dim_v <= 0 || hp->head_dim_k > 4096 || hp->head_dim_v > 4096 ||
+        hp->n_rot <= 0 || hp->n_rot > hp->head_dim_k || hp->n_rot % 2)
+        return dk_fail(err, DK_ERR_FORMAT, "invalid head dims: key %lld, value %lld, rope %lld",
+                       (long long)hp->head_dim_k, (long long)hp->head_dim_v, (long long)hp->n_rot);
+
+    bool bert = hp->arch == MODEL_ARCH_BERT;
+    bool present;
+    if (bert) {
+        if ((rc = get_f32_key(f, a, "attention.layer_norm_epsilon", 1e-12f, &hp->norm_eps, NULL, err))) return rc;
+    } else {
+        if ((rc = get_f32_key(f, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->norm_eps, NULL, err))) return rc;
+    }
+    if ((rc = get_f32_key(f, a, "rope.freq_base", 10000.0f, &hp->rope_base, NULL, err))) return rc;
+    if ((rc = get_f32_key(f, a, "rope.freq_base_swa", 10000.0f, &hp->rope_base_swa, NULL, err))) return rc;
+    hp->rope_scale_linear = 1.0f;
+    {
+        char key[128];
+        snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+        gguf_str st;
+        if (gguf_get_str(f, key, &st) == DK_OK) {
+            float factor = 1.0f;
+            if ((rc = get_f32_key(f, a, "rope.scaling.factor", 1.0f, &factor, NULL, err))) return rc;
+            if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
+                if (factor > 0) hp->rope_scale_linear = factor;
+            } else if (!(st.len == 4 && memcmp(st.ptr, "none", 4) == 0) && factor != 1.0f && factor != 0.0f) {
+                return dk_fail(err, DK_ERR_UNSUPPORTED, "unsupported rope scaling type '%.*s'", (int)(st.len > 32 ? 32 : st.len), st.ptr);
+            }
+        }
+    }
+    hp->rope_neox = hp->arch == MODEL_ARCH_QWEN2 || hp->arch == MODEL_ARCH_QWEN3 || hp->arch == MODEL_ARCH_GEMMA2 ||
+                    hp->arch == MODEL_ARCH_GEMMA3 || hp->arch == MODEL_ARCH_PHI3;
+    hp->n_swa = 0;
+    hp->swa_period = 0;
+    if (hp->arch == MODEL_ARCH_GEMMA2 || hp->arch == MODEL_ARCH_GEMMA3) {
+        /* gemma2 files may omit the window: llama.cpp's default is 4096 */
+        if ((rc = get_u32_key(f, a, "attention.sliding_window", false, hp->arch == MODEL_ARCH_GEMMA2 ? 4096 : 0,
+                              &hp->n_swa, err))) return rc;
+        char key[128];
+        snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", a);
+        int64_t i_key = gguf_find_key(f, key);
+        if (i_key >= 0 && gguf_kv_type(f, i_key) == GGUF_VAL_ARRAY) {
+            hp->swa_period = 0; /* per-layer flags, read in bind_tensors */
+        } else {
+            if ((rc = get_u32_key(f, a, "attention.sliding_window_pattern", false,
+                                  hp->arch == MODEL_ARCH_GEMMA2 ? 2 : 6, &hp->swa_period, err))) return rc;
+            if (hp->swa_period <= 0) hp->swa_period = 1;
+        }
+    }
+    float def_attn_cap = hp->arch == MODEL_ARCH_GEMMA2 ? 50.0f : 0.0f;
+    float def_final_cap = hp->arch == MODEL_ARCH_GEMMA2 ? 30.0f : 0.0f;
+    if ((rc = get_f32_key(f, a, "attn_logit_softcapping", def_attn_cap, &hp->attn_softcap, &present, err))) return rc;
+    if (hp->arch != MODEL_ARCH_GEMMA2) hp->attn_softcap = 0; /* llama.cpp uses it only for gemma2 */
+    if ((rc = get_f32_key(f, a, "final_logit_softcapping", def_final_cap, &hp->final_softcap, &present, err))) return rc;
+    /* Q scaling: 1/sqrt(head_dim), except the 27B gemma2/gemma3 sizes (46 / 62 layers), which
+     * llama.cpp scales by 1/sqrt(n_embd / n_head) */
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim_k);
+    if ((hp->arch == MODEL_ARCH_GEMMA2 && hp->n_layer == 46) || (hp->arch == MODEL_ARCH_GEMMA3 && hp->n_layer == 62))
+        hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
+    hp->causal = !bert;
+    hp->pooling = MODEL_POOLING_NONE;
+    if (bert) {
+        int64_t pt;
+        if ((rc = get_u32_key(f, a, "pooling_type", false, MODEL_POOLING_CLS, &pt, err))) return rc;
+        if (pt > MODEL_POOLING_LAST)
+            return dk_fail(err, DK_ERR_UNSUPPORTED, "unsupported pooling_type %lld", (long long)pt);
+        hp->pooling = (enum model_pooling)pt;
+    }
+
+    /* vocab size: the token list, else the embedding matrix */
+    enum gguf_value_type et;
+    uint64_t n_tokens = 0;
+    const void *data;
+    const gguf_tensor *te = gguf_find_tensor(f, "token_embd.weight");
+    if (gguf_get_arr(f, "tokenizer.ggml.tokens", &et, &n_tokens, &data) == DK_OK && n_tokens > 0) {
+        hp->n_vocab = (int64_t)n_tokens;
+    } else if (te && te->n_dims == 2) {
+        hp->n_vocab = te->ne[1];
+    } else {
+        return dk_fail(err, DK_ERR_FORMAT, "cannot determine the vocabulary size (no token list, no token_embd.weight)");
+    }
+    if (hp->n_vocab <= 0 || hp->n_vocab > (1 << 24))
+        return dk_fail(err, DK_ERR_FORMAT, "invalid vocabulary size %lld", (long long)hp->n_vocab);
+    return DK_OK;
+}
+
+static int bind_tensors(model_weights *m, char *err)
+{
+    const model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
+    int64_t q_dim = hp->n_head * hp->head_dim_k, k_dim = hp->n_head_kv * hp->head_dim_k;
+    int64_t v_dim = hp->n_head_kv * hp->head_dim_v, o_in = hp->n_head * hp->head_dim_v;
+    bool bert = hp->arch == MODEL_ARCH_BERT;
+    bool gemma = hp->arch == MODEL_ARCH_GEMMA2 || hp->arch == MODEL_ARCH_GEMMA3;
+    bool qk_norm = hp->arch == MODEL_ARCH_QWEN3 || hp->arch == MODEL_ARCH_GEMMA3;
+    int rc;
+    bool present;
+
+    if ((rc = bind_matrix(m, "token_embd.weight", E, V, true, &m->tok_embd, NULL, err))) return rc;
+    if (bert) {
+        const gguf_tensor *t = gguf_find_tensor(m->file, "position_embd.weight");
+        if (!t || t->n_dims != 2) return dk_fail(err, DK_ERR_FORMAT, "missing tensor position_embd.weight (expected [%lld, n_pos])", (long long)E);
+        m->hp.n_pos_embd = t->ne[1];
+        if ((rc = bind_matrix(m, "position_embd.weight", E, t->ne[1], true, &m->pos_embd, NULL, err))) return rc;
+        t = gguf_find_tensor(m->file, "token_types.weight");
+        if (!t || t->n_dims != 2 || t->ne[1] < 1)
+            return dk_fail(err, DK_ERR_FORMAT, "missing tensor token_types.weight (expected [%lld, n_types])", (long long)E);
+        if ((rc = bind_matrix(m, "token_types.weight", E, t->ne[1], true, &m->type_embd, NULL, err))) return rc;
+        if ((rc = bind_vector(m, "token_embd_norm.weight", E, true, &m->embd_norm, err))) return rc;
+        if ((rc = bind_vector(m, "token_embd_norm.bias", E, true, &m->embd_norm_b, err))) return rc;
+    } else {
+        if ((rc = bind_vector(m, "output_norm.weight", E, true, &m->output_norm, err))) return rc;
+        if ((rc = bind_matrix(m, "output.weight", E, V, false, &m->output, &present, err))) return rc;
+        if (!present) m->output = m->tok_embd;
+        const gguf_tensor *rf;
+        if (gguf_find_tensor(m->file, "rope_factors_long.weight") || gguf_find_tensor(m->file, "rope_factors_short.weight"))
+            return dk_fail(err, DK_ERR_UNSUPPORTED, "long-context rope factors (rope_factors_long/short, e.g. Phi-3 128k) are not supported");
+        if ((rc = find_checked(m, "rope_freqs.weight", hp->n_rot / 2, 0, false, &rf, err))) return rc;
+        float *ff = NULL;
+        if (rf && (rc = bind_vector(m, "rope_freqs.weight", hp->n_rot / 2, true, &ff, err))) return rc;
+        m->rope_factors_swa = ff;
+        if (ff && hp->rope_scale_linear != 1.0f) {
+            float *copy = dk_malloc_array((size_t)(hp->n_rot / 2), sizeof(float));
+            if (!copy || push_vector(m, copy) != DK_OK) {
+                dk_free(copy);
+                return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+            }
+            memcpy(copy, ff, (size_t)(hp->n_rot / 2) * sizeof(float));
+            m->rope_factors_swa = copy;
+        }
+        if (ff || hp->rope_scale_linear != 1.0f) {
+            if (!ff) {
+                ff = dk_malloc_array((size_t)(hp->n_rot / 2), sizeof(float));
+                if (!ff || push_vector(m, ff) != DK_OK) {
+                    dk_free(ff);
+                    return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+                }
+                for (int64_t i = 0; i < hp->n_rot / 2; i++) ff[i] = 1.0f;
+            }
+            for (int64_t i = 0; i < hp->n_rot / 2; i++) ff[i] *= hp->rope_scale_linear;
+            m->rope_factors = ff;
+        }
+    }
+
+    m->layers = dk_calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    {
+        char key[128];
+        snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", hp->arch_name);
+        enum gguf_value_type et;
+        uint64_t n_arr = 0;
+        const void *arr = NULL;
+        bool per_layer = hp->n_swa > 0 && hp->swa_period == 0;
+        if (per_layer && (gguf_get_arr(m->file, key, &et, &n_arr, &arr) != DK_OK || et == GGUF_VAL_STRING ||
+                          n_arr != (uint64_t)hp->n_layer))
+            return dk_fail(err, DK_ERR_FORMAT, "%s: expected %lld per-layer flags", key, (long long)hp->n_layer);
+        for (int64_t il = 0; il < hp->n_layer; il++)
+            m->layers[il].swa = hp->n_swa > 0 && (per_layer ? gguf_arr_get_i64(et, arr, (uint64_t)il) != 0
+                                                            : (il % hp->swa_period) < hp->swa_period - 1);
+    }
+    for (int64_t il = 0; il < hp->n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        char n[96];
+#define NAME(suffix) (snprintf(n, sizeof n, "blk.%lld.%s", (long long)il, suffix), n)
+        if (hp->arch == MODEL_ARCH_PHI3) {
+            if ((rc = bind_matrix(m, NAME("attn_qkv.weight"), E, q_dim + k_dim + v_dim, false, &L->wqkv, &L->has_wqkv, err))) return rc;
+        }
+        if (!L->has_wqkv) {
+            if ((rc = bind_matrix(m, NAME("attn_q.weight"), E, q_dim, true, &L->wq, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("attn_k.weight"), E, k_dim, true, &L->wk, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("attn_v.weight"), E, v_dim, true, &L->wv, NULL, err))) return rc;
+        }
+        if ((rc = bind_matrix(m, NAME("attn_output.weight"), o_in, E, true, &L->wo, NULL, err))) return rc;
+        bool need_bias = hp->arch == MODEL_ARCH_QWEN2 || bert;
+        if ((rc = bind_vector(m, NAME("attn_q.bias"), q_dim, need_bias, &L->bq, err))) return rc;
+        if ((rc = bind_vector(m, NAME("attn_k.bias"), k_dim, need_bias, &L->bk, err))) return rc;
+        if ((rc = bind_vector(m, NAME("attn_v.bias"), v_dim, need_bias, &L->bv, err))) return rc;
+        if ((rc = bind_vector(m, NAME("attn_output.bias"), E, bert, &L->bo, err))) return rc;
+        if (bert) {
+            if ((rc = bind_vector(m, NAME("attn_output_norm.weight"), E, true, &L->attn_out_norm, err))) return rc;
+            if ((rc = bind_vector(m, NAME("attn_output_norm.bias"), E, true, &L->attn_out_norm_b, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, F, true, &L->ffn_up, NULL, err))) return rc;
+            if ((rc = bind_vector(m, NAME("ffn_up.bias"), F, true, &L->ffn_up_b, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_down.weight"), F, E, true, &L->ffn_down, NULL, err))) return rc;
+            if ((rc = bind_vector(m, NAME("ffn_down.bias"), E, true, &L->ffn_down_b, err))) return rc;
+            if ((rc = bind_vector(m, NAME("layer_output_norm.weight"), E, true, &L->out_norm, err))) return rc;
+            if ((rc = bind_vector(m, NAME("layer_output_norm.bias"), E, true, &L->out_norm_b, err))) return rc;
+            continue;
+        }
+        if ((rc = bind_vector(m, NAME("attn_norm.weight"), E, true, &L->attn_norm, err))) return rc;
+        if (qk_norm) {
+            if ((rc = bind_vector(m, NAME("attn_q_norm.weight"), hp->head_dim_k, true, &L->q_norm, err))) return rc;
+            if ((rc = bind_vector(m, NAME("attn_k_norm.weight"), hp->head_dim_k, true, &L->k_norm, err))) return rc;
+        }
+        if (gemma) {
+            if ((rc = bind_vector(m, NAME("post_attention_norm.weight"), E, true, &L->post_attn_norm, err))) return rc;
+            if ((rc = bind_vector(m, NAME("post_ffw_norm.weight"), E, true, &L->post_ffw_norm, err))) return rc;
+        }
+        if ((rc = bind_vector(m, NAME("ffn_norm.weight"), E, true, &L->ffn_norm, err))) return rc;
+        if (hp->arch == MODEL_ARCH_PHI3) {
+            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, 2 * F, true, &L->ffn_up, NULL, err))) return rc;
+        } else {
+            if ((rc = bind_matrix(m, NAME("ffn_gate.weight"), E, F, true, &L->ffn_gate, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, F, true, &L->ffn_up, NULL, err))) return rc;
+            L->has_gate = true;
+        }
+        if ((rc = bind_matrix(m, NAME("ffn_down.weight"), F, E, true, &L->ffn_down, NULL, err))) return rc;
+#undef NAME
+    }
+    return DK_OK;
+}
+
+void model_free(model_weights *m)
+{
+    if (!m) return;
+    for (size_t i = 0; i < m->n_vectors; i++) dk_free(m->vectors[i]);
+    dk_free(m->vectors);
+    dk_free(m->layers);
+    if (m->owns_file) gguf_close(m->file);
+    dk_free(m);
+}
+
+int model_load_gguf(model_weights **out, gguf_file *f, bool take_file, char *err)
+{
+    *out = NULL;
+    model_weights *m = dk_calloc(1, sizeof *m);
+    if (!m) {
+        if (take_file) gguf_close(f);
+        return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
+    m->file = f;
+    m->owns_file = take_file;
+    int rc = read_hparams(m, err);
+    if (rc == DK_OK) rc = bind_tensors(m, err);
+    if (rc != DK_OK) {
+        model_free(m);
+        return rc;
+    }
+    *out = m;
+    return DK_OK;
+}
+
+int model_load(model_weights **out, const char *path, char *err)
+{
+    gguf_file *f;
+    *out = NULL;
+    int rc = gguf_open(&f, path, err);
+    if (rc != DK_OK) return rc;
+    return model_load_gguf(out, f, true, err);
+}
+
+const model_hparams *model_get_hparams(const model_weights *m) { return &m->hp; }
+const gguf_file *model_get_file(const model_weights *m) { return m->file; }
+
+/* ------------------------------------------------------------------ contexts */
+
+struct model_ctx {
+    const model_weights *m;
+    kern_pool *pool;
+    int n_threads;
+    int64_t n_ctx, n_batch, n_past;
+    float *k_cache;   /* (n_layer, n_head_kv, n_ctx, head_dim_k) */
+    float *v_cache;   /* (n_layer, n_head_kv, n_ctx, head_dim_v) */
+    /* scratch, sized for n_batch tokens */
+    float *x;         /* (n_batch, n_embd) residual stream */
+    float *cur;       /* (n_batch, n_embd) normed input */
+    float *q;         /* (n_batch, n_head * head_dim_k) */
+    float *k;         /* (n_batch, n_head_kv * head_dim_k) */
+    float *v;         /* (n_batch, n_head_kv * head_dim_v) */
+    float *qkv;       /* (n_batch, q+k+v dims), phi3 only */
+    float *att;       /* (n_batch, n_head * head_dim_v) attention output */
+    float *tmp;       /* (n_batch, n_embd) */
+    float *gate;      /* (n_batch, 2 * n_ff) */
+    float *up;        /* (n_batch, n_ff) */
+    float *scores;    /* (n_threads, n_ctx) */
+};
+
+model_ctx_params model_ctx_default_params(void)
+{
+    model_ctx_params p = {0, 0, 0};
+    return p;
+}
+
+void model_ctx_free(model_ctx *c)
+{
+    if (!c) return;
+    kern_pool_free(c->pool);
+    float *bufs[] = {c->k_cache, c->v_cache, c->x, c->cur, c->q, c->k, c->v, c->qkv, c->att,
+                     c->tmp, c->gate, c->up, c->scores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dk_free(bufs[i]);
+    dk_free(c);
+}
+
+static float *alloc_floats(size_t a, size_t b, size_t cc, bool *fail)
+{
+    size_t n;
+    if (dk_mul_size(a, b, &n) || dk_mul_size(n, cc, &n) || dk_mul_size(n, sizeof(float), &n) || n == 0) {
+        *fail = true;
+        return NULL;
+    }
+    float *p = dk_calloc(1, n);
+    if (!p) *fail = true;
+    return p;
+}
+
+int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_params *params, char *err)
+{
+    *out = NULL;
+    model_ctx_params p = params ? *params : model_ctx_default_params();
+    const model_hparams *hp = &m->hp;
+    if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train > 0 ? (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096) : 512;
+    if (p.n_batch <= 0) p.n_batch = p.n_ctx < 512 ? p.n_ctx : 512;
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+    if (p.n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        p.n_threads = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
+    }
+    if (p.n_ctx > (1 << 24)) return dk_fail(err, DK_ERR_ARG, "n_ctx %lld is too large", (long long)p.n_ctx);
+    model_ctx *c = dk_calloc(1, sizeof *c);
+    if (!c) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = p.n_ctx;
+    c->n_batch = p.n_batch;
+    c->n_threads = p.n_threads;
+    size_t B = (size_t)p.n_batch, L = (size_t)hp->n_layer, C = (size_t)p.n_ctx;
+    size_t q_dim = (size_t)(hp->n_head * hp->head_dim_k), k_dim = (size_t)(hp->n_head_kv * hp->head_dim_k);
+    size_t v_dim = (size_t)(hp->n_head_kv * hp->head_dim_v), o_in = (size_t)(hp->n_head * hp->head_dim_v);
+    size_t E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    bool fail = false;
+    c->k_cache = alloc_floats(L, C, k_dim, &fail);
+    c->v_cache = alloc_floats(L, C, v_dim, &fail);
+    c->x = alloc_floats(B, E, 1, &fail);
+    c->cur = alloc_floats(B, E, 1, &fail);
+    c->q = alloc_floats(B, q_dim, 1, &fail);
+    c->k = alloc_floats(B, k_dim, 1, &fail);
+    c->v = alloc_floats(B, v_dim, 1, &fail);
+    if (hp->arch == MODEL_ARCH_PHI3) c->qkv = alloc_floats(B, q_dim + k_dim + v_dim, 1, &fail);
+    c->att = alloc_floats(B, o_in, 1, &fail);
+    c->tmp = alloc_floats(B, E, 1, &fail);
+    c->gate = alloc_floats(B, 2 * F, 1, &fail);
+    c->up = alloc_floats(B, F, 1, &fail);
+    c->scores = alloc_floats((size_t)p.n_threads, C, 1, &fail);
+    if (!fail && p.n_threads > 1) {
+        c->pool = kern_pool_new(p.n_threads);
+        if (!c->pool) fail = true;
+    }
+    if (fail) {
+        model_ctx_free(c);
+        return dk_fail(err, DK_ERR_NOMEM, "out of memory allocating a context of %lld positions", (long long)p.n_ctx);
+    }
+    *out = c;
+    return DK_OK;
+}
+
+int64_t model_ctx_n_ctx(const model_ctx *c) { return c->n_ctx; }
+int64_t model_ctx_n_past(const model_ctx *c) { return c->n_past; }
+
+int model_ctx_truncate(model_ctx *c, int64_t n_keep, char *err)
+{
+    if (n_keep < 0 || n_keep > c->n_past)
+        return dk_fail(err, DK_ERR_ARG, "cannot truncate to %lld positions (%lld held)", (long long)n_keep, (long long)c->n_past);
+    c->n_past = n_keep;
+    return DK_OK;
+}
+
+/* ------------------------------------------------------------------ forward pass */
+
+typedef struct attn_job {
+    model_ctx *c;
+    int64_t il, n_tok, pos0;
+    int64_t n_swa;   /* 0: no window */
+    float scale, softcap;
+    bool causal;
+} attn_job;
+
+/* One (token, head) pair after another, split over the tasks; task i uses scores row i. */
+static void attn_task(void *ctx, int i_task, int n_tasks)
+{
+    const attn_job *j = ctx;
+    model_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
+    int64_t group = H / Hkv;
+    int64_t n_pairs = j->n_tok * H;
+    int64_t begin = n_pairs * i_task / n_tasks, end = n_pairs * (i_task + 1) / n_tasks;
+    float *sc = c->scores + (size_t)i_task * (size_t)c->n_ctx;
+    const float *kc = c->k_cache + (size_t)j->il * (size_t)(Hkv * c->n_ctx * dk);
+    const float *vc = c->v_cache + (size_t)j->il * (size_t)(Hkv * c->n_ctx * dv);
+    for (int64_t p = begin; p < end; p++) {
+        int64_t t = p / H, h = p % H, hk = h / group;
+        int64_t qpos = j->pos0 + t;
+        int64_t last = j->causal ? qpos : j->pos0 + j->n_tok - 1;
+        int64_t first = 0;
+        if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
+        const float *qv = c->q + (size_t)(t * H * dk + h * dk);
+        const float *kh = kc + (size_t)(hk * c->n_ctx * dk);
+        const float *vh = vc + (size_t)(hk * c->n_ctx * dv);
+        int64_t n = last - first + 1;
+        for (int64_t s = 0; s < n; s++) {
+            const float *kv = kh + (size_t)((first + s) * dk);
+            float d = 0;
+            for (int64_t i = 0; i < dk; i++) d += qv[i] * kv[i];
+            sc[s] = d;
+        }
+        if (j->softcap > 0) {
+            for (int64_t s = 0; s < n; s++) sc[s] = j->softcap * tanhf(sc[s] / j->softcap);
+        }
+        if (j->scale != 1.0f) kern_scale(sc, j->scale, n);
+        kern_softmax(sc, n);
+        float *o = c->att + (size_t)(t * H * dv + h * dv);
+        for (int64_t i = 0; i < dv; i++) o[i] = 0;
+        for (int64_t s = 0; s < n; s++) {
+            const float *vv = vh + (size_t)((first + s) * dv);
+            float w = sc[s];
+            for (int64_t i = 0; i < dv; i++) o[i] += w * vv[i];
+        }
+    }
+}
+
+static void add_bias_rows(float *y, const float *b, int64_t n_tok, int64_t n)
+{
+    if (!b) return;
+    for (int64_t t = 0; t < n_tok; t++) kern_add(y + t * n, y + t * n, b, n);
+}
+
+static void rms_rows(float *out, const float *x, const float *w, int64_t n_tok, int64_t n, float eps)
+{
+    for (int64_t t = 0; t < n_tok; t++) kern_rmsnorm(out + t * n, x + t * n, w, n, eps);
+}
+
+static void ln_rows(float *out, const float *x, const float *w, const float *b, int64_t n_tok, int64_t n, float eps)
+{
+    for (int64_t t = 0; t < n_tok; t++) kern_layernorm(out + t * n, x + t * n, w, b, n, eps);
+}
+
+static void embed_row(const kern_matrix *m, int64_t row, float *dst)
+{
+    kern_dequantize_row(m->type, (const uint8_t *)m->data + (size_t)row * m->row_bytes, dst, m->n_in);
+}
+
+/* Runs one batch (n_tok <= n_batch) at positions n_past..; leaves the final hidden states
+ * (before the output norm) in c->x. */
+static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
+{
+    const model_weights *m = c->m;
+    const model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv;
+    int64_t dk = hp->head_dim_k, dv = hp->head_dim_v;
+    int64_t q_dim = H * dk, k_dim = Hkv * dk, v_dim = Hkv * dv;
+    int64_t pos0 = c->n_past;
+    bool bert = hp->arch == MODEL_ARCH_BERT;
+    bool gemma = hp->arch == MODEL_ARCH_GEMMA2 || hp->arch == MODEL_ARCH_GEMMA3;
+    kern_pool *pool = c->pool;
+
+    for (int64_t t = 0; t < n_tok; t++) embed_row(&m->tok_embd, tokens[t], c->x + t * E);
+    if (gemma) kern_scale(c->x, sqrtf((float)E), n_tok * E);
+    if (bert) {
+        for (int64_t t = 0; t < n_tok; t++) {
+            embed_row(&m->type_embd, 0, c->tmp);
+            kern_add(c->x + t * E, c->x + t * E, c->tmp, E);
+            embed_row(&m->pos_embd, pos0 + t, c->tmp);
+            kern_add(c->x + t * E, c->x + t * E, c->tmp, E);
+        }
+        ln_rows(c->x, c->x, m->embd_norm, m->embd_norm_b, n_tok, E, hp->norm_eps);
+    }
+
+    bool q_prescale = hp->arch == MODEL_ARCH_PHI3 || gemma;
+    float inv_sqrt_dk = hp->attn_scale;
+    for (int64_t il = 0; il < hp->n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        bool swa = L->swa;
+        const float *in = c->x;
+        if (!bert) {
+            rms_rows(c->cur, c->x, L->attn_norm, n_tok, E, hp->norm_eps);
+            in = c->cur;
+        }
+        if (L->has_wqkv) {
+            int64_t n3 = q_dim + k_dim + v_dim;
+            kern_matmul(&L->wqkv, in, n_tok, c->qkv, pool);
+            for (int64_t t = 0; t < n_tok; t++) {
+                memcpy(c->q + t * q_dim, c->qkv + t * n3, (size_t)q_dim * sizeof(float));
+                memcpy(c->k + t * k_dim, c->qkv + t * n3 + q_dim, (size_t)k_dim * sizeof(float));
+                memcpy(c->v + t * v_dim, c->qkv + t * n3 + q_dim + k_dim, (size_t)v_dim * sizeof(float));
+            }
+        } else {
+            kern_matmul(&L->wq, in, n_tok, c->q, pool);
+            kern_matmul(&L->wk, in, n_tok, c->k, pool);
+            kern_matmul(&L->wv, in, n_tok, c->v, pool);
+        }
+        add_bias_rows(c->q, L->bq, n_tok, q_dim);
+        add_bias_rows(c->k, L->bk, n_tok, k_dim);
+        add_bias_rows(c->v, L->bv, n_tok, v_dim);
+        if (L->q_norm) rms_rows(c->q, c->q, L->q_norm, n_tok * H, dk, hp->norm_eps);
+        if (L->k_norm) rms_rows(c->k, c->k, L->k_norm, n_tok * Hkv, dk, hp->norm_eps);
+        if (!bert) {
+            /* SWA layers: gemma3's own base, and no linear scaling (llama.cpp's freq_scale_swa = 1) */
+            float base = (hp->arch == MODEL_ARCH_GEMMA3 && swa) ? hp->rope_base_swa : hp->rope_base;
+            const float *factors = swa ? m->rope_factors_swa : m->rope_factors;
+            for (int64_t t = 0; t < n_tok; t++) {
+                kern_rope(c->q + t * q_dim, (int)H, (int)dk, (int)hp->n_rot, pos0 + t, base, factors, hp->rope_neox);
+                kern_rope(c->k + t * k_dim, (int)Hkv, (int)dk, (int)hp->n_rot, pos0 + t, base, factors, hp->rope_neox);
+            }
+        }
+        if (q_prescale) kern_scale(c->q, inv_sqrt_dk, n_tok * q_dim);
+        /* store K and V: cache layout (layer, kv head, position, dim) */
+        float *kc = c->k_cache + (size_t)il * (size_t)(Hkv * c->n_ctx * dk);
+        float *vc = c->v_cache + (size_t)il * (size_t)(Hkv * c->n_ctx * dv);
+        for (int64_t t = 0; t < n_tok; t++) {
+            for (int64_t h = 0; h < Hkv; h++) {
+                memcpy(kc + (size_t)((h * c->n_ctx + pos0 + t) * dk), c->k + t * k_dim + h * dk, (size_t)dk * sizeof(float));
+                memcpy(vc + (size_t)((h * c->n_ctx + pos0 + t) * dv), c->v + t * v_dim + h * dv, (size_t)dv * sizeof(float));
+            }
+        }
+        attn_job job = {c, il, n_tok, pos0, swa ? hp->n_swa : 0, q_prescale ? 1.0f : inv_sqrt_dk,
+                        hp->attn_softcap, hp->causal};
+        int n_tasks = c->n_threads;
+        if (n_tasks > n_tok * H) n_tasks = (int)(n_tok * H);
+        if (pool && n_tasks > 1) kern_pool_run(pool, attn_task, &job, n_tasks);
+        else attn_task(&job, 0, 1);
+        kern_matmul(&L->wo, c->att, n_tok, c->tmp, pool);
+        add_bias_rows(c->tmp, L->bo, n_tok, E);
+
+        if (bert) {
+            kern_add(c->tmp, c->tmp, c->x, n_tok * E);
+            ln_rows(c->x, c->tmp, L->attn_out_norm, L->attn_out_norm_b, n_tok, E, hp->norm_eps);
+            kern_matmul(&L->ffn_up, c->x, n_tok, c->up, pool);
+            add_bias_rows(c->up, L->ffn_up_b, n_tok, F);
+            kern_gelu(c->up, n_tok * F);
+            kern_matmul(&L->ffn_down, c->up, n_tok, c->tmp, pool);
+            add_bias_rows(c->tmp, L->ffn_down_b, n_tok, E);
+            kern_add(c->tmp, c->tmp, c->x, n_tok * E);
+            ln_rows(c->x, c->tmp, L->out_norm, L->out_norm_b, n_tok, E, hp->norm_eps);
+            continue;
+        }
+        if (L->post_attn_norm) rms_rows(c->tmp, c->tmp, L->post_attn_norm, n_tok, E, hp->norm_eps);
+        kern_add(c->x, c->x, c->tmp, n_tok * E);
+
+        rms_rows(c->cur, c->x, L->ffn_norm, n_tok, E, hp->norm_eps);
+        if (L->has_gate) {
+            kern_matmul(&L->ffn_gate, c->cur, n_tok, c->gate, pool);
+            kern_matmul(&L->ffn_up, c->cur, n_tok, c->up, pool);
+        } else { /* phi3: fused gate|up */
+            kern_matmul(&L->ffn_up, c->cur, n_tok, c->gate, pool);
+            for (int64_t t = 0; t < n_tok; t++) {
+                memcpy(c->up + t * F, c->gate + t * 2 * F + F, (size_t)F * sizeof(float));
+                memmove(c->gate + t * F, c->gate + t * 2 * F, (size_t)F * sizeof(float));
+            }
+        }
+        if (gemma) kern_gelu(c->gate, n_tok * F);
+        else kern_silu(c->gate, n_tok * F);
+        kern_mul(c->gate, c->gate, c->up, n_tok * F);
+        kern_matmul(&L->ffn_down, c->gate, n_tok, c->tmp, pool);
+        if (L->post_ffw_norm) rms_rows(c->tmp, c->tmp, L->post_ffw_norm, n_tok, E, hp->norm_eps);
+        kern_add(c->x, c->x, c->tmp, n_tok * E);
+    }
+    c->n_past += n_tok;
+}
+
+static int check_tokens(const model_weights *m, const int32_t *tokens, int64_t n_tok, char *err)
+{
+    for (int64_t i = 0; i < n_tok; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return dk_fail(err, DK_ERR_ARG, "token %d at index %lld is out of range (n_vocab %lld)",
+                           tokens[i], (long long)i, (long long)m->hp.n_vocab);
+    return DK_OK;
+}
+
+int model_decode(model_ctx *c, const int32_t *tokens, int64_t n_tok, bool all_logits,
+                 float *logits, char *err)
+{
+    const model_weights *m = c->m;
+    const model_hparams *hp = &m->hp;
+    if (!hp->causal) return dk_fail(err, DK_ERR_ARG, "model_decode: %s is an encoder, use model_encode", hp->arch_name);
+    if (n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_decode: no tokens");
+    int rc = check_tokens(m, tokens, n_tok, err);
+    if (rc != DK_OK) return rc;
+    if (n_tok > c->n_ctx - c->n_past)
+        return dk_fail(err, DK_ERR_LIMIT, "context full: %lld positions held, %lld more do not fit in n_ctx %lld",
+                       (long long)c->n_past, (long long)n_tok, (long long)c->n_ctx);
+    int64_t E = hp->n_embd, V = hp->n_vocab;
+    for (int64_t done = 0; done < n_tok;) {
+        int64_t n = n_tok - done < c->n_batch ? n_tok - done : c->n_batch;
+        forward_batch(c, tokens + done, n);
+        bool last_chunk = done + n == n_tok;
+        if (logits && (all_logits || last_chunk)) {
+            int64_t first = all_logits ? 0 : n - 1;
+            int64_t n_out = n - first;
+            rms_rows(c->cur, c->x + first * E, m->output_norm, n_out, E, hp->norm_eps);
+            float *dst = all_logits ? logits + done * V : logits;
+            kern_matmul(&m->output, c->cur, n_out, dst, c->pool);
+            if (hp->final_softcap > 0) kern_softcap(dst, hp->final_softcap, n_out * V);
+        }
+        done += n;
+    }
+    return DK_OK;
+}
+
+static void l2_normalize(float *v, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+    float norm = (float)sqrt(s);
+    float inv = norm > 0 ? 1.0f / norm : 0.0f;
+    for (int64_t i = 0; i < n; i++) v[i] *= inv;
+}
+
+int model_encode(model_ctx *c, const int32_t *tokens, int64_t n_tok, enum model_pooling pooling,
+                 bool normalize, float *out, char *err)
+{
+    const model_weights *m = c->m;
+    const model_hparams *hp = &m->hp;
+    if (hp->causal) return dk_fail(err, DK_ERR_ARG, "model_encode: %s is not an encoder", hp->arch_name);
+    if (n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_encode: no tokens");
+    int rc = check_tokens(m, tokens, n_tok, err);
+    if (rc != DK_OK) return rc;
+    if (n_tok > c->n_batch || n_tok > hp->n_pos_embd)
+        return dk_fail(err, DK_ERR_LIMIT, "sequence of %lld tokens exceeds the batch (%lld) or position limit (%lld)",
+                       (long long)n_tok, (long long)c->n_batch, (long long)hp->n_pos_embd);
+    if (pooling == MODEL_POOLING_UNSPECIFIED) pooling = hp->pooling;
+    c->n_past = 0;
+    forward_batch(c, tokens, n_tok);
+    c->n_past = 0;
+    int64_t E = hp->n_embd;
+    switch (pooling) {
+    case MODEL_POOLING_NONE:
+        memcpy(out, c->x, (size_t)(n_tok * E) * sizeof(float));
+        if (normalize)
+            for (int64_t t = 0; t < n_tok; t++) l2_normalize(out + t * E, E);
+        return DK_OK;
+    case MODEL_POOLING_MEAN:
+        for (int64_t i = 0; i < E; i++) out[i] = 0;
+        for (int64_t t = 0; t < n_tok; t++) kern_add(out, out, c->x + t * E, E);
+        kern_scale(out, 1.0f / (float)n_tok, E);
+        break;
+    case MODEL_POOLING_CLS:
+        memcpy(out, c->x, (size_t)E * sizeof(float));
+        break;
+    case MODEL_POOLING_LAST:
+        memcpy(out, c->x + (n_tok - 1) * E, (size_t)E * sizeof(float));
+        break;
+    default:
+        return dk_fail(err, DK_ERR_ARG, "unknown pooling %d", (int)pooling);
+    }
+    if (normalize) l2_normalize(out, E);
+    return DK_OK;
+}
