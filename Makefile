@@ -46,7 +46,7 @@ BIN  := $(BUILD)/duckling
 TESTBIN := $(BUILD)/duckling-tests
 REGISTRY := $(BUILD)/gen/test_registry.inc
 
-.PHONY: all test test-asan fuzz deps clean
+.PHONY: all test test-asan test-node fuzz deps clean
 all: $(BIN)
 
 deps: $(DEPS_STAMP)
@@ -87,6 +87,11 @@ test: $(BIN) $(TESTBIN)
 
 test-asan:
 	$(MAKE) BUILD=build/asan SAN=1 OPT=-O1 test
+
+# Tokenizer cross-check against @lenml/tokenizers (node + npm; installs into tests/node/node_modules).
+test-node: $(BIN)
+	bash tests/node/setup.sh
+	DUCKLING_BIN=$(BIN) node --test tests/node/tokenizers.test.mjs
 
 # libFuzzer targets: fuzz/fuzz_<name>.c each define fuzz_<name>_one(data, size); the
 # libFuzzer entry point is added when DK_LIBFUZZER is set.
