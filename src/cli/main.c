@@ -1,16 +1,116 @@
 /*
- * main.c: the duckling command: parses the subcommand and hands off to its cli_* function.
+ * main.c: the duckling command: parses the subcommand and hands off to its cli_* function;
+ * `duckling --help`, `duckling help CMD` and `duckling CMD --help` print usage text.
  * Exit status 0 on success; on error one line on stderr and a non-zero status.
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "cli/cli.h"
+
+typedef struct cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+    const char *usage;
+} cli_command;
+
+static const cli_command commands[] = {
+    {"run", cli_run, "generate text with a model (one prompt, or chat from stdin)",
+     "usage: duckling run MODEL [PROMPT] [options]\n"
+     "  Without PROMPT, reads one user message per line from stdin (\"/bye\" ends).\n"
+     "  --system TEXT          system message (chat mode)\n"
+     "  --raw                  no chat formatting: tokenize PROMPT as it is (BOS as the vocab says)\n"
+     "  --temperature F        0 = greedy (default 0.8)\n"
+     "  --top-k N              (default 40, 0 = off)\n"
+     "  --top-p F              (default 0.9, 1 = off)\n"
+     "  --min-p F              (default 0 = off)\n"
+     "  --repeat-penalty F     (default 1 = off)\n"
+     "  --repeat-last-n N      tokens the penalties look back on (default 64, -1 = all)\n"
+     "  --presence-penalty F, --frequency-penalty F   (default 0)\n"
+     "  --seed N               random seed (default: random)\n"
+     "  -n, --num-predict N    tokens to generate at most (default -1: until end or full context)\n"
+     "  --stop TEXT            stop string, repeatable; not printed\n"
+     "  --ctx N                context length (default: the model's, at most 4096)\n"
+     "  --threads N            threads (default: all cores)\n"
+     "  --verbose              print timings to stderr after the answer\n"},
+    {"logits", cli_logits, "print the top logits of every position of a token sequence",
+     "usage: duckling logits MODEL --tokens 1,2,3 [--top 10] [--json] [--gen N | --force 4,5,6]\n"
+     "  Evaluates the ids in one batch and prints, per position, the top (id, logit) pairs,\n"
+     "  highest first (ties: lower id first). --gen N then decodes N greedy tokens one at a time;\n"
+     "  --force feeds the given ids one at a time instead; both add their positions.\n"
+     "  --json prints {\"n_vocab\": N, \"positions\": [[[id, logit], ...], ...]}.\n"
+     "  Also: --ctx N, --threads N.\n"},
+    {"tokenize", cli_tokenize, "print the token ids of a text",
+     "usage: duckling tokenize MODEL (TEXT | --file F) [--json] [--parse-special] [--add-special]\n"
+     "  One line of ids separated by spaces, or a JSON array with --json. By default special\n"
+     "  token texts are plain text and no BOS/EOS is added. Vocab-only GGUFs are fine.\n"},
+    {"embed", cli_embed, "print normalised embeddings of texts",
+     "usage: duckling embed MODEL TEXT... [--threads N]\n"
+     "  Prints one JSON array of L2-normalised vectors, one per TEXT.\n"},
+    {"synth", cli_synth, "write a random-weight GGUF model with real shapes",
+     "usage: duckling synth --preset NAME --quant TYPE --out F.gguf [--seed S] [--layers N]\n"
+     "                      [--vocab-from TOKENIZER.gguf] [--threads N] | --list\n"},
+    {"quantize", cli_quantize, "convert a GGUF model between tensor types",
+     "usage: duckling quantize IN.gguf OUT.gguf TYPE\n"
+     "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q3_K_M Q4_K_S Q4_K_M Q5_K_S Q5_K_M\n"},
+    {"convert-tokenizer", cli_convert_tokenizer, "make a vocab-only GGUF from a tokenizer",
+     "usage: duckling convert-tokenizer TOKENIZER.json [TOKENIZER_CONFIG.json] -o OUT.gguf\n"
+     "                                  [--arch NAME] [--pad-vocab N]\n"},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+const char *cli_usage(const char *cmd)
+{
+    const cli_command *c = find_command(cmd);
+    return c ? c->usage : NULL;
+}
+
+static void print_help(void)
+{
+    printf("usage: duckling COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) printf("  %-18s %s\n", commands[i].name, commands[i].summary);
+    printf("  %-18s %s\n", "help COMMAND", "usage of one command");
+    printf("\nMODEL is a path to a .gguf file. See docs/cli.md.\n");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: duckling COMMAND [ARGS]\n");
-        return argc < 2 ? 1 : 0;
+    if (argc < 2) {
+        print_help();
+        return 1;
     }
-    fprintf(stderr, "duckling: unknown command '%s'\n", argv[1]);
-    return 1;
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        print_help();
+        return 0;
+    }
+    if (strcmp(name, "help") == 0) {
+        if (argc < 3) {
+            print_help();
+            return 0;
+        }
+        const char *usage = cli_usage(argv[2]);
+        if (!usage) return cli_error("help", "unknown command '%s'", argv[2]);
+        fputs(usage, stdout);
+        return 0;
+    }
+    const cli_command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "duckling: unknown command '%s' (see duckling --help)\n", name);
+        return 1;
+    }
+    if (argc == 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+        fputs(c->usage, stdout);
+        return 0;
+    }
+    return c->fn(argc - 1, argv + 1);
 }

@@ -1,0 +1,378 @@
+/*
+ * engine.c: the inference facade declared in engine.h: loads a GGUF file into a tokenizer
+ * (tokenize/) and a model (model/), runs sessions with a KV cache, generation with the
+ * samplers and stop strings of sample/, and embeddings. No math lives here: the forward pass
+ * is model/'s, token handling tokenize/'s.
+ */
+#include "engine/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "tokenize/tokenize.h"
+
+/* ---- models ---- */
+
+struct engine_model {
+    gguf_file *gguf;      /* the open file, owned; net and vocab point into it */
+    tok_vocab *vocab;
+    model_weights *net;   /* NULL when vocab_only */
+    char *arch;           /* owned copy of general.architecture */
+    char *chat_template;  /* owned copy or NULL */
+    size_t n_vocab, n_embd, n_ctx_train;
+    int n_threads;
+    double load_ms;
+};
+
+struct engine_session {
+    engine_model *model;
+    model_ctx *ctx;       /* KV cache and scratch */
+    size_t n_ctx, n_past;
+    float *logits;        /* (n_vocab) last position */
+    bool have_logits;
+};
+
+void engine_load_params_default(engine_load_params *params)
+{
+    params->vocab_only = false;
+    params->n_threads = 0;
+}
+
+static int default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (int)n;
+}
+
+static char *gguf_strdup_key(const gguf_file *f, const char *key)
+{
+    gguf_str s;
+    if (gguf_get_str(f, key, &s) != DK_OK) return NULL;
+    return dk_strndup(s.ptr, s.len);
+}
+/* ---- UTF-8: streamed bytes to complete, valid text ---- */
+
+/* Length of a valid UTF-8 sequence starting at s[0..n): >0 when complete and valid, 0 when it
+ * is a valid but incomplete prefix (more bytes may complete it), -k when its first k bytes are
+ * a maximal ill-formed subpart (to be replaced by one U+FFFD). */
+static int utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    int len;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else return -1;
+    for (int i = 1; i < len; i++) {
+        if ((size_t)i >= n) return 0;
+        unsigned char b = s[i];
+        unsigned char l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
+        if (b < l || b > h) return -i;
+    }
+    return len;
+}
+
+/* Moves the complete part of raw (all of it when final) to out as valid UTF-8 (ill-formed
+ * subparts become U+FFFD); keeps an incomplete tail in raw. */
+static int utf8_drain(dk_buf *raw, dk_buf *out, bool final)
+{
+    const unsigned char *s = (const unsigned char *)raw->data;
+    size_t n = raw->len, i = 0;
+    while (i < n) {
+        int k = utf8_seq(s + i, n - i);
+        if (k > 0) {
+            dk_buf_append(out, s + i, (size_t)k);
+            i += (size_t)k;
+        } else if (k == 0 && !final) {
+            break;
+        } else {
+            dk_buf_puts(out, "\xEF\xBF\xBD");
+            i += k == 0 ? n - i : (size_t)-k;
+        }
+    }
+    if (i && i < n) memmove(raw->data, raw->data + i, n - i);
+    raw->len = n - i;
+    if (raw->data) raw->data[raw->len] = 0;
+    return out->failed ? -1 : 0;
+}
+int engine_model_load(engine_model **out, const char *path, const engine_load_params *params, char *err)
+{
+    *out = NULL;
+    uint64_t t0 = dk_now_ns();
+    engine_model *m = dk_calloc(1, sizeof(*m));
+    if (!m) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    int rc = gguf_open(&m->gguf, path, err);
+    if (rc != DK_OK) goto fail;
+    m->arch = gguf_strdup_key(m->gguf, "general.architecture");
+    if (!m->arch) {
+        rc = dk_fail(err, DK_ERR_FORMAT, "%s: no general.architecture", path);
+        goto fail;
+    }
+    m->chat_template = gguf_strdup_key(m->gguf, "tokenizer.chat_template");
+    m->n_threads = params->n_threads > 0 ? params->n_threads : default_threads();
+    rc = tok_vocab_load(&m->vocab, m->gguf, err);
+    if (rc != DK_OK) goto fail;
+    m->n_vocab = tok_n_vocab(m->vocab);
+    if (!params->vocab_only) {
+        rc = model_load_gguf(&m->net, m->gguf, false, err);
+        if (rc != DK_OK) goto fail;
+        const model_hparams *hp = model_get_hparams(m->net);
+        m->n_embd = (size_t)hp->n_embd;
+        m->n_ctx_train = hp->n_ctx_train > 0 ? (size_t)hp->n_ctx_train : 0;
+        if ((size_t)hp->n_vocab != m->n_vocab) {
+            rc = dk_fail(err, DK_ERR_FORMAT, "%s: the model has %lld tokens, its vocabulary %zu", path,
+                         (long long)hp->n_vocab, m->n_vocab);
+            goto fail;
+        }
+    }
+    m->load_ms = (double)(dk_now_ns() - t0) / 1e6;
+    *out = m;
+    return DK_OK;
+fail:
+    engine_model_free(m);
+    return rc;
+}
+
+void engine_model_free(engine_model *model)
+{
+    if (!model) return;
+    model_free(model->net);
+    tok_vocab_free(model->vocab);
+    dk_free(model->arch);
+    dk_free(model->chat_template);
+    gguf_close(model->gguf);
+    dk_free(model);
+}
+
+size_t engine_n_vocab(const engine_model *model) { return model->n_vocab; }
+size_t engine_n_embd(const engine_model *model) { return model->n_embd; }
+size_t engine_n_ctx_train(const engine_model *model) { return model->n_ctx_train; }
+const char *engine_arch(const engine_model *model) { return model->arch; }
+bool engine_is_embedding(const engine_model *model) { return model->net && !model_get_hparams(model->net)->causal; }
+bool engine_has_weights(const engine_model *model) { return model->net != NULL; }
+const char *engine_chat_template(const engine_model *model) { return model->chat_template; }
+double engine_load_ms(const engine_model *model) { return model->load_ms; }
+
+int engine_tokenize(const engine_model *model, const char *text, size_t n_bytes, bool add_special,
+                    bool parse_special, int32_t **tokens, size_t *n_tokens, char *err)
+{
+    return tok_encode(model->vocab, text, n_bytes, add_special, parse_special, tokens, n_tokens, err);
+}
+
+int engine_token_piece(const engine_model *model, int32_t token, dk_buf *out, char *err)
+{
+    if (token < 0 || (size_t)token >= model->n_vocab)
+        return dk_fail(err, DK_ERR_ARG, "token id %d is out of range (n_vocab %zu)", (int)token, model->n_vocab);
+    return tok_piece(model->vocab, token, out, err);
+}
+
+bool engine_token_is_eog(const engine_model *model, int32_t token) { return tok_is_eog(model->vocab, token); }
+
+/* ---- sessions ---- */
+
+void engine_session_params_default(engine_session_params *params)
+{
+    params->n_ctx = 0;
+    params->n_threads = 0;
+}
+
+int engine_session_new(engine_session **out, engine_model *model, const engine_session_params *params, char *err)
+{
+    *out = NULL;
+    if (!model->net) return dk_fail(err, DK_ERR_ARG, "model was loaded without weights (vocab only)");
+    size_t n_ctx = params->n_ctx;
+    if (n_ctx == 0) n_ctx = model->n_ctx_train ? (model->n_ctx_train < 4096 ? model->n_ctx_train : 4096) : 2048;
+    engine_session *s = dk_calloc(1, sizeof(*s));
+    if (!s) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    s->model = model;
+    s->n_ctx = n_ctx;
+    s->logits = dk_malloc_array(model->n_vocab, sizeof(float));
+    model_ctx_params cp = model_ctx_default_params();
+    cp.n_ctx = (int64_t)n_ctx;
+    cp.n_threads = params->n_threads > 0 ? params->n_threads : model->n_threads;
+    int rc = s->logits ? model_ctx_new(&s->ctx, model->net, &cp, err) : dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    if (rc != DK_OK) {
+        engine_session_free(s);
+        return rc;
+    }
+    *out = s;
+    return DK_OK;
+}
+
+void engine_session_free(engine_session *session)
+{
+    if (!session) return;
+    model_ctx_free(session->ctx);
+    dk_free(session->logits);
+    dk_free(session);
+}
+
+size_t engine_session_n_ctx(const engine_session *session) { return session->n_ctx; }
+size_t engine_session_n_past(const engine_session *session) { return session->n_past; }
+
+void engine_session_clear(engine_session *session)
+{
+    model_ctx_truncate(session->ctx, 0, NULL);
+    session->n_past = 0;
+    session->have_logits = false;
+}
+
+int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n_tokens, float *logits, char *err)
+{
+    size_t n_vocab = session->model->n_vocab;
+    if (n_tokens == 0) return DK_OK;
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || (size_t)tokens[i] >= n_vocab)
+            return dk_fail(err, DK_ERR_ARG, "token id %d is out of range (n_vocab %zu)", (int)tokens[i], n_vocab);
+    if (n_tokens > session->n_ctx - session->n_past)
+        return dk_fail(err, DK_ERR_LIMIT, "context full: %zu + %zu tokens > n_ctx %zu", session->n_past, n_tokens, session->n_ctx);
+    int rc = model_decode(session->ctx, tokens, (int64_t)n_tokens, logits != NULL, logits ? logits : session->logits, err);
+    if (rc != DK_OK) return rc;
+    if (logits) memcpy(session->logits, logits + (n_tokens - 1) * n_vocab, n_vocab * sizeof(float));
+    session->n_past += n_tokens;
+    session->have_logits = true;
+    return DK_OK;
+}
+
+const float *engine_session_logits(const engine_session *session) { return session->have_logits ? session->logits : NULL; }
+/* ---- generation ---- */
+
+void engine_generate_params_default(engine_generate_params *params)
+{
+    memset(params, 0, sizeof(*params));
+    sample_params_default(&params->sampling);
+    params->num_predict = -1;
+}
+
+/* Passes complete UTF-8 text through the stop matcher to the callback. Returns 1 when
+ * generation should end (stop string or cancel), 0 to go on, -1 on allocation failure. */
+typedef struct gen_stream {
+    const engine_generate_params *params;
+    sample_stop *stop;
+    dk_buf raw;  /* token bytes not yet forming complete UTF-8 */
+    dk_buf text; /* complete text, before the stop matcher */
+    dk_buf out;  /* text released by the stop matcher */
+    bool cancelled;
+} gen_stream;
+
+static int gen_emit(gen_stream *g, bool final)
+{
+    dk_buf_clear(&g->text);
+    dk_buf_clear(&g->out);
+    if (utf8_drain(&g->raw, &g->text, final) < 0) return -1;
+    int hit = sample_stop_feed(g->stop, g->text.data, g->text.len, &g->out);
+    if (hit < 0) return -1;
+    if (final && !hit && sample_stop_flush(g->stop, &g->out) < 0) return -1;
+    if (g->out.len && g->params->on_text && g->params->on_text(g->params->user, g->out.data, g->out.len)) {
+        g->cancelled = true;
+        return 1;
+    }
+    return hit;
+}
+
+int engine_generate(engine_session *session, const int32_t *prompt, size_t n_prompt,
+                    const engine_generate_params *params, engine_timings *timings, char *err)
+{
+    engine_timings t = {0};
+    engine_model *model = session->model;
+    sample_chain *chain = NULL;
+    gen_stream g = {.params = params};
+    int rc;
+    if (n_prompt == 0 && !session->have_logits)
+        return dk_fail(err, DK_ERR_ARG, "generate: empty prompt and nothing evaluated yet");
+    uint64_t t0 = dk_now_ns();
+    if (n_prompt) {
+        rc = engine_session_eval(session, prompt, n_prompt, NULL, err);
+        if (rc != DK_OK) return rc;
+    }
+    uint64_t t1 = dk_now_ns();
+    t.n_prompt = n_prompt;
+    t.prompt_ms = (double)(t1 - t0) / 1e6;
+
+    rc = sample_chain_new(&chain, &params->sampling, model->n_vocab, err);
+    if (rc != DK_OK) goto done;
+    rc = sample_stop_new(&g.stop, params->stops, params->n_stops, err);
+    if (rc != DK_OK) goto done;
+    for (size_t i = 0; i < n_prompt; i++) sample_chain_accept(chain, prompt[i]);
+
+    t.done = ENGINE_DONE_LENGTH;
+    for (long i = 0; params->num_predict < 0 || i < params->num_predict; i++) {
+        int32_t tok = sample_chain_sample(chain, session->logits);
+        t.n_eval++;
+        if (engine_token_is_eog(model, tok)) {
+            t.done = ENGINE_DONE_EOG;
+            break;
+        }
+        sample_chain_accept(chain, tok);
+        rc = engine_token_piece(model, tok, &g.raw, err);
+        if (rc != DK_OK) goto done;
+        int e = gen_emit(&g, false);
+        if (e < 0) goto oom;
+        if (e > 0) {
+            t.done = g.cancelled ? ENGINE_DONE_CANCEL : ENGINE_DONE_STOP;
+            break;
+        }
+        if (session->n_past >= session->n_ctx) {
+            t.done = ENGINE_DONE_CONTEXT;
+            break;
+        }
+        rc = engine_session_eval(session, &tok, 1, NULL, err);
+        if (rc != DK_OK) goto done;
+    }
+    if (t.done != ENGINE_DONE_STOP && t.done != ENGINE_DONE_CANCEL) {
+        int e = gen_emit(&g, true);
+        if (e < 0) goto oom;
+        if (g.cancelled) t.done = ENGINE_DONE_CANCEL;
+        else if (e > 0) t.done = ENGINE_DONE_STOP;
+    }
+    t.eval_ms = (double)(dk_now_ns() - t1) / 1e6;
+    rc = DK_OK;
+    goto done;
+oom:
+    rc = dk_fail(err, DK_ERR_NOMEM, "generate: out of memory");
+done:
+    if (timings) *timings = t;
+    sample_chain_free(chain);
+    sample_stop_free(g.stop);
+    dk_buf_free(&g.raw);
+    dk_buf_free(&g.text);
+    dk_buf_free(&g.out);
+    return rc;
+}
+
+/* ---- embeddings ---- */
+
+int engine_embed(engine_model *model, const char *text, size_t n_bytes, bool normalize, float *out, char *err)
+{
+    if (!engine_is_embedding(model))
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "%s is not an embedding model", model->arch);
+    int32_t *tokens = NULL;
+    size_t n_tokens = 0;
+    int rc = engine_tokenize(model, text, n_bytes, true, false, &tokens, &n_tokens, err);
+    if (rc != DK_OK) return rc;
+    if (n_tokens == 0) {
+        dk_free(tokens);
+        return dk_fail(err, DK_ERR_ARG, "embed: the text gives no tokens");
+    }
+    model_ctx *ctx = NULL;
+    model_ctx_params cp = model_ctx_default_params();
+    cp.n_ctx = (int64_t)n_tokens;
+    cp.n_batch = (int64_t)n_tokens;
+    cp.n_threads = model->n_threads;
+    rc = model_ctx_new(&ctx, model->net, &cp, err);
+    if (rc == DK_OK) rc = model_encode(ctx, tokens, (int64_t)n_tokens, MODEL_POOLING_UNSPECIFIED, normalize, out, err);
+    model_ctx_free(ctx);
+    dk_free(tokens);
+    return rc;
+}

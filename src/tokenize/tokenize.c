@@ -1,0 +1,511 @@
+/*
+ * tokenize.c: vocabulary loading, the special-token partition and the SentencePiece
+ * tokenizer (see tokenize.h). The SPM algorithm: split the escaped text into UTF-8
+ * characters, repeatedly merge the adjacent pair whose concatenation is the vocabulary
+ * token with the highest score (leftmost first on ties), then emit each resulting piece,
+ * falling back to byte tokens for text the vocabulary lacks.
+ */
+#include "tokenize/tokenize.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct tok_vocab {
+    const gguf_file *f;
+    enum tok_model model;
+    size_t n_vocab;
+    gguf_str *text;          /* (n_vocab) token texts, pointing into f */
+    float *score;            /* (n_vocab) */
+    uint8_t *type;           /* (n_vocab) enum tok_type */
+    int32_t *slots;          /* (n_slots) open-addressing hash of text -> id, -1 empty */
+    size_t n_slots;
+    int32_t *specials;       /* (n_specials) special ids, longest text first */
+    size_t n_specials;
+    int32_t byte_token[256]; /* id of <0xXX>, or -1 */
+    int32_t bos, eos, eot, eom, unk;
+    bool add_bos, add_eos, add_space_prefix;
+};
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+int32_t tok_find(const tok_vocab *v, const char *s, size_t n)
+{
+    size_t mask = v->n_slots - 1;
+    for (size_t i = hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
+        int32_t id = v->slots[i];
+        if (id < 0) return -1;
+        if (v->text[id].len == n && memcmp(v->text[id].ptr, s, n) == 0) return id;
+    }
+}
+
+static void index_insert(tok_vocab *v, int32_t id)
+{
+    size_t mask = v->n_slots - 1;
+    size_t i = hash_bytes(v->text[id].ptr, v->text[id].len) & mask;
+    while (v->slots[i] >= 0) {
+        const gguf_str *t = &v->text[v->slots[i]];
+        if (t->len == v->text[id].len && memcmp(t->ptr, v->text[id].ptr, t->len) == 0) return; /* first wins */
+        i = (i + 1) & mask;
+    }
+    v->slots[i] = id;
+}
+
+static int32_t special_id(const gguf_file *f, const char *key, size_t n_vocab, int32_t fallback, char *err, int *rc)
+{
+    uint32_t id;
+    int r = gguf_get_u32(f, key, &id);
+    if (r == DK_ERR_NOTFOUND) return fallback;
+    if (r != DK_OK || id >= n_vocab) {
+        *rc = dk_fail(err, DK_ERR_FORMAT, "tokenizer: %s is not a token id below %zu", key, n_vocab);
+        return -1;
+    }
+    return (int32_t)id;
+}
+
+static bool get_flag(const gguf_file *f, const char *key, bool fallback)
+{
+    bool b;
+    return gguf_get_bool(f, key, &b) == DK_OK ? b : fallback;
+}
+
+static int cmp_special_len_desc(const void *a, const void *b, void *ctx)
+{
+    const tok_vocab *v = ctx;
+    size_t la = v->text[*(const int32_t *)a].len, lb = v->text[*(const int32_t *)b].len;
+    if (la != lb) return la > lb ? -1 : 1;
+    return *(const int32_t *)a - *(const int32_t *)b;
+}
+
+static int load_arrays(tok_vocab *v, const gguf_file *f, char *err)
+{
+    enum gguf_value_type et;
+    uint64_t n;
+    const void *data;
+    if (gguf_get_arr(f, "tokenizer.ggml.tokens", &et, &n, &data) != DK_OK || et != GGUF_VAL_STRING || n == 0)
+        return dk_fail(err, DK_ERR_FORMAT, "tokenizer: tokenizer.ggml.tokens is missing or not a string array");
+    if (n > INT32_MAX) return dk_fail(err, DK_ERR_FORMAT, "tokenizer: %llu tokens is too many", (unsigned long long)n);
+    v->n_vocab = (size_t)n;
+    v->text = dk_malloc_array(n, sizeof *v->text);
+    v->score = dk_calloc(n, sizeof *v->score);
+    v->type = dk_malloc(n);
+    if (!v->text || !v->score || !v->type) return dk_fail(err, DK_ERR_NOMEM, "tokenizer: out of memory");
+    for (uint64_t i = 0; i < n; i++) gguf_get_arr_str(f, "tokenizer.ggml.tokens", i, &v->text[i]);
+    memset(v->type, TOK_TYPE_NORMAL, n);
+
+    uint64_t m;
+    if (gguf_get_arr(f, "tokenizer.ggml.scores", &et, &m, &data) == DK_OK) {
+        if (m != n || (et != GGUF_VAL_FLOAT32 && et != GGUF_VAL_FLOAT64))
+            return dk_fail(err, DK_ERR_FORMAT, "tokenizer: tokenizer.ggml.scores has %llu entries for %llu tokens",
+                           (unsigned long long)m, (unsigned long long)n);
+        for (uint64_t i = 0; i < n; i++) v->score[i] = (float)gguf_arr_get_f64(et, data, i);
+    }
+    if (gguf_get_arr(f, "tokenizer.ggml.token_type", &et, &m, &data) == DK_OK) {
+        if (m != n || et == GGUF_VAL_STRING || et == GGUF_VAL_FLOAT32 || et == GGUF_VAL_FLOAT64)
+            return dk_fail(err, DK_ERR_FORMAT, "tokenizer: tokenizer.ggml.token_type has %llu entries for %llu tokens",
+                           (unsigned long long)m, (unsigned long long)n);
+        for (uint64_t i = 0; i < n; i++) {
+            int64_t t = gguf_arr_get_i64(et, data, i);
+            v->type[i] = (t >= TOK_TYPE_UNDEFINED && t <= TOK_TYPE_BYTE) ? (uint8_t)t : TOK_TYPE_UNDEFINED;
+        }
+    }
+    return DK_OK;
+}
+
+static int build_index(tok_vocab *v, char *err)
+{
+    v->n_slots = 16;
+    while (v->n_slots < v->n_vocab * 2) v->n_slots *= 2;
+    v->slots = dk_malloc_array(v->n_slots, sizeof *v->slots);
+    v->specials = dk_malloc_array(v->n_vocab, sizeof *v->specials);
+    if (!v->slots || !v->specials) return dk_fail(err, DK_ERR_NOMEM, "tokenizer: out of memory");
+    memset(v->slots, 0xff, v->n_slots * sizeof *v->slots);
+    for (size_t i = 0; i < 256; i++) v->byte_token[i] = -1;
+    for (size_t i = 0; i < v->n_vocab; i++) {
+        index_insert(v, (int32_t)i);
+        const gguf_str *t = &v->text[i];
+        if (v->type[i] == TOK_TYPE_BYTE && t->len == 6 && memcmp(t->ptr, "<0x", 3) == 0 && t->ptr[5] == '>') {
+            char hex[3] = {t->ptr[3], t->ptr[4], 0};
+            char *end;
+            unsigned long b = strtoul(hex, &end, 16);
+            if (*end == 0 && v->byte_token[b] < 0) v->byte_token[b] = (int32_t)i;
+        }
+        uint8_t ty = v->type[i];
+        if ((ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER_DEFINED || ty == TOK_TYPE_UNKNOWN) && t->len > 0)
+            v->specials[v->n_specials++] = (int32_t)i;
+    }
+    qsort_r(v->specials, v->n_specials, sizeof *v->specials, cmp_special_len_desc, v);
+    return DK_OK;
+}
+
+int tok_vocab_load(tok_vocab **out, const gguf_file *f, char *err)
+{
+    *out = NULL;
+    gguf_str model;
+    if (gguf_get_str(f, "tokenizer.ggml.model", &model) != DK_OK)
+        return dk_fail(err, DK_ERR_FORMAT, "tokenizer: tokenizer.ggml.model is missing");
+    tok_vocab *v = dk_calloc(1, sizeof *v);
+    if (!v) return dk_fail(err, DK_ERR_NOMEM, "tokenizer: out of memory");
+    v->f = f;
+    int rc = DK_OK;
+    if (model.len == 5 && memcmp(model.ptr, "llama", 5) == 0) v->model = TOK_MODEL_SPM;
+    else if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0) v->model = TOK_MODEL_BPE;
+    else if (model.len == 4 && memcmp(model.ptr, "bert", 4) == 0) v->model = TOK_MODEL_WPM;
+    else {
+        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: model '%.*s' is not supported", (int)model.len, model.ptr);
+        goto fail;
+    }
+    if ((rc = load_arrays(v, f, err)) != DK_OK || (rc = build_index(v, err)) != DK_OK) goto fail;
+
+    bool spm = v->model == TOK_MODEL_SPM;
+    v->bos = special_id(f, "tokenizer.ggml.bos_token_id", v->n_vocab, spm ? 1 : -1, err, &rc);
+    v->eos = special_id(f, "tokenizer.ggml.eos_token_id", v->n_vocab, spm ? 2 : -1, err, &rc);
+    v->eot = special_id(f, "tokenizer.ggml.eot_token_id", v->n_vocab, -1, err, &rc);
+    v->eom = special_id(f, "tokenizer.ggml.eom_token_id", v->n_vocab, -1, err, &rc);
+    v->unk = special_id(f, "tokenizer.ggml.unknown_token_id", v->n_vocab, spm ? 0 : -1, err, &rc);
+    if (rc != DK_OK) goto fail;
+    if (spm && (size_t)v->bos >= v->n_vocab) v->bos = -1;
+    if (spm && (size_t)v->eos >= v->n_vocab) v->eos = -1;
+    if (spm && (size_t)v->unk >= v->n_vocab) v->unk = -1;
+    v->add_bos = get_flag(f, "tokenizer.ggml.add_bos_token", spm);
+    v->add_eos = get_flag(f, "tokenizer.ggml.add_eos_token", false);
+    v->add_space_prefix = get_flag(f, "tokenizer.ggml.add_space_prefix", spm);
+    *out = v;
+    return DK_OK;
+fail:
+    tok_vocab_free(v);
+    return rc;
+}
+
+void tok_vocab_free(tok_vocab *v)
+{
+    if (!v) return;
+    dk_free(v->text);
+    dk_free(v->score);
+    dk_free(v->type);
+    dk_free(v->slots);
+    dk_free(v->specials);
+    dk_free(v);
+}
+
+enum tok_model tok_vocab_model(const tok_vocab *v) { return v->model; }
+size_t tok_n_vocab(const tok_vocab *v) { return v->n_vocab; }
+int32_t tok_bos(const tok_vocab *v) { return v->bos; }
+int32_t tok_eos(const tok_vocab *v) { return v->eos; }
+
+bool tok_is_eog(const tok_vocab *v, int32_t id)
+{
+    return id >= 0 && (id == v->eos || id == v->eot || id == v->eom);
+}
+
+enum tok_type tok_token_type(const tok_vocab *v, int32_t id)
+{
+    return (id >= 0 && (size_t)id < v->n_vocab) ? (enum tok_type)v->type[id] : TOK_TYPE_UNDEFINED;
+}
+
+gguf_str tok_token_text(const tok_vocab *v, int32_t id)
+{
+    gguf_str none = {"", 0};
+    return (id >= 0 && (size_t)id < v->n_vocab) ? v->text[id] : none;
+}
+
+/* ---- output list ---- */
+
+typedef struct id_list {
+    int32_t *ids;
+    size_t n, cap;
+    int failed;
+} id_list;
+
+static void ids_push(id_list *l, int32_t id)
+{
+    if (l->failed) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        int32_t *p = dk_realloc(l->ids, cap * sizeof *p);
+        if (!p) {
+            l->failed = 1;
+            return;
+        }
+        l->ids = p;
+        l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+}
+
+/* ---- SentencePiece ---- */
+
+typedef struct spm_symbol {
+    int prev, next;   /* indices in the symbol array, -1 at the ends */
+    size_t start, len; /* bytes of the escaped text; len 0 once merged away */
+} spm_symbol;
+
+typedef struct spm_bigram {
+    int left, right;
+    float score;
+    size_t len;       /* bytes of the merged text when queued (detects stale entries) */
+} spm_bigram;
+
+/* A binary max-heap ordered by score, then by lower left index. */
+typedef struct spm_heap {
+    spm_bigram *items;
+    size_t n, cap;
+    int failed;
+} spm_heap;
+
+static bool bigram_before(const spm_bigram *a, const spm_bigram *b)
+{
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static void heap_push(spm_heap *h, spm_bigram b)
+{
+    if (h->failed) return;
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        spm_bigram *p = dk_realloc(h->items, cap * sizeof *p);
+        if (!p) {
+            h->failed = 1;
+            return;
+        }
+        h->items = p;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    h->items[i] = b;
+    while (i > 0 && bigram_before(&h->items[i], &h->items[(i - 1) / 2])) {
+        spm_bigram t = h->items[i];
+        h->items[i] = h->items[(i - 1) / 2];
+        h->items[(i - 1) / 2] = t;
+        i = (i - 1) / 2;
+    }
+}
+
+static spm_bigram heap_pop(spm_heap *h)
+{
+    spm_bigram top = h->items[0];
+    h->items[0] = h->items[--h->n];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, best = i;
+        if (l < h->n && bigram_before(&h->items[l], &h->items[best])) best = l;
+        if (r < h->n && bigram_before(&h->items[r], &h->items[best])) best = r;
+        if (best == i) break;
+        spm_bigram t = h->items[i];
+        h->items[i] = h->items[best];
+        h->items[best] = t;
+        i = best;
+    }
+    return top;
+}
+
+static void spm_try_bigram(const tok_vocab *v, const char *text, const spm_symbol *sym, spm_heap *h, int left, int right)
+{
+    if (left < 0 || right < 0) return;
+    size_t len = sym[left].len + sym[right].len;
+    int32_t id = tok_find(v, text + sym[left].start, len);
+    if (id < 0) return;
+    spm_bigram b = {left, right, v->score[id], len};
+    heap_push(h, b);
+}
+
+static size_t utf8_len(unsigned char c)
+{
+    return c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+}
+
+/* Emits the piece text[start, start+len): a token if the vocabulary has it, else the two
+ * pieces some merge made it from, else its bytes. */
+static void spm_emit(const tok_vocab *v, const char *text, size_t start, size_t len, id_list *out)
+{
+    int32_t id = tok_find(v, text + start, len);
+    if (id >= 0) {
+        ids_push(out, id);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        int32_t b = v->byte_token[(uint8_t)text[start + i]];
+        ids_push(out, b >= 0 ? b : v->unk);
+    }
+}
+
+static int spm_tokenize(const tok_vocab *v, const char *text, size_t n, id_list *out)
+{
+    if (n == 0) return DK_OK;
+    spm_symbol *sym = dk_malloc_array(n, sizeof *sym);
+    if (!sym) return DK_ERR_NOMEM;
+    int n_sym = 0;
+    for (size_t off = 0; off < n; n_sym++) {
+        size_t l = utf8_len((unsigned char)text[off]);
+        if (l > n - off) l = n - off;
+        sym[n_sym] = (spm_symbol){n_sym - 1, -1, off, l};
+        if (n_sym > 0) sym[n_sym - 1].next = n_sym;
+        off += l;
+    }
+    spm_heap h = {0};
+    for (int i = 1; i < n_sym; i++) spm_try_bigram(v, text, sym, &h, i - 1, i);
+    while (h.n > 0 && !h.failed) {
+        spm_bigram b = heap_pop(&h);
+        spm_symbol *l = &sym[b.left], *r = &sym[b.right];
+        if (l->len == 0 || r->len == 0 || l->len + r->len != b.len || l->next != b.right) continue;
+        l->len += r->len;
+        r->len = 0;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = b.left;
+        spm_try_bigram(v, text, sym, &h, l->prev, b.left);
+        spm_try_bigram(v, text, sym, &h, b.left, l->next);
+    }
+    int failed = h.failed;
+    dk_free(h.items);
+    for (int i = 0; i >= 0 && !failed; i = sym[i].next) spm_emit(v, text, sym[i].start, sym[i].len, out);
+    dk_free(sym);
+    return failed ? DK_ERR_NOMEM : DK_OK;
+}
+
+/* SPM fragment: optional leading space, then every ' ' becomes U+2581. */
+static int spm_fragment(const tok_vocab *v, const char *text, size_t n, bool space_prefix, id_list *out)
+{
+    dk_buf esc = {0};
+    if (space_prefix) dk_buf_puts(&esc, "\xe2\x96\x81");
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] == ' ') dk_buf_puts(&esc, "\xe2\x96\x81");
+        else dk_buf_putc(&esc, text[i]);
+    }
+    int rc = esc.failed ? DK_ERR_NOMEM : spm_tokenize(v, esc.data, esc.len, out);
+    dk_buf_free(&esc);
+    return rc;
+}
+
+/* ---- special-token partition ---- */
+
+/* A piece of the input: raw text (token < 0) or one special token. */
+typedef struct fragment {
+    int32_t token;
+    size_t start, len;
+} fragment;
+
+typedef struct frag_list {
+    fragment *items;
+    size_t n, cap;
+} frag_list;
+
+static int frags_insert(frag_list *l, size_t at, fragment f)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        fragment *p = dk_realloc(l->items, cap * sizeof *p);
+        if (!p) return -1;
+        l->items = p;
+        l->cap = cap;
+    }
+    memmove(&l->items[at + 1], &l->items[at], (l->n - at) * sizeof *l->items);
+    l->items[at] = f;
+    l->n++;
+    return 0;
+}
+
+/* Splits raw fragments around every occurrence of each special token, longest tokens first,
+ * as llama.cpp does. Control and unknown tokens only when parse_special. */
+static int partition_specials(const tok_vocab *v, const char *text, frag_list *frags, bool parse_special)
+{
+    for (size_t s = 0; s < v->n_specials; s++) {
+        int32_t id = v->specials[s];
+        uint8_t ty = v->type[id];
+        if (!parse_special && (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_UNKNOWN)) continue;
+        const gguf_str *t = &v->text[id];
+        for (size_t i = 0; i < frags->n; i++) {
+            fragment f = frags->items[i];
+            if (f.token >= 0 || f.len < t->len) continue;
+            const char *hit = memmem(text + f.start, f.len, t->ptr, t->len);
+            if (!hit) continue;
+            size_t pos = (size_t)(hit - text);
+            fragment left = {-1, f.start, pos - f.start};
+            fragment tok = {id, pos, t->len};
+            fragment right = {-1, pos + t->len, f.start + f.len - pos - t->len};
+            size_t at = i;
+            if (left.len) frags->items[at++] = left;
+            else memmove(&frags->items[at], &frags->items[at + 1], (--frags->n - at) * sizeof *frags->items);
+            if (frags_insert(frags, at, tok)) return DK_ERR_NOMEM;
+            if (right.len && frags_insert(frags, at + 1, right)) return DK_ERR_NOMEM;
+            i = at; /* continue scanning after the token (the right part is next) */
+        }
+    }
+    return DK_OK;
+}
+
+int tok_encode(const tok_vocab *v, const char *text, size_t n_bytes, bool add_special, bool parse_special,
+               int32_t **ids, size_t *n_ids, char *err)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (v->model != TOK_MODEL_SPM)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: encoding with %s vocabularies is not implemented yet",
+                       v->model == TOK_MODEL_BPE ? "byte-level BPE" : "WordPiece");
+    frag_list frags = {0};
+    id_list out = {0};
+    int rc = DK_OK;
+    if (n_bytes > 0) {
+        fragment all = {-1, 0, n_bytes};
+        if (frags_insert(&frags, 0, all) || partition_specials(v, text, &frags, parse_special)) rc = DK_ERR_NOMEM;
+    }
+    bool prev_special = true; /* a space prefix goes at the start and after special tokens */
+    if (add_special && v->add_bos && v->bos >= 0) ids_push(&out, v->bos);
+    for (size_t i = 0; i < frags.n && rc == DK_OK; i++) {
+        fragment f = frags.items[i];
+        if (f.token >= 0) {
+            ids_push(&out, f.token);
+            prev_special = true;
+        } else {
+            rc = spm_fragment(v, text + f.start, f.len, v->add_space_prefix && prev_special, &out);
+            prev_special = false;
+        }
+    }
+    if (add_special && v->add_eos && v->eos >= 0) ids_push(&out, v->eos);
+    dk_free(frags.items);
+    if (rc == DK_OK && out.failed) rc = DK_ERR_NOMEM;
+    if (rc != DK_OK) {
+        dk_free(out.ids);
+        return dk_fail(err, rc, "tokenizer: out of memory");
+    }
+    if (!out.ids) out.ids = dk_malloc(sizeof *out.ids);
+    *ids = out.ids;
+    *n_ids = out.n;
+    return DK_OK;
+}
+
+int tok_piece(const tok_vocab *v, int32_t id, dk_buf *out, char *err)
+{
+    if (id < 0 || (size_t)id >= v->n_vocab)
+        return dk_fail(err, DK_ERR_ARG, "token id %d is out of range (n_vocab %zu)", (int)id, v->n_vocab);
+    const gguf_str *t = &v->text[id];
+    switch (v->type[id]) {
+    case TOK_TYPE_CONTROL:
+    case TOK_TYPE_UNUSED:
+        return DK_OK;
+    case TOK_TYPE_BYTE:
+        if (t->len == 6) {
+            char hex[3] = {t->ptr[3], t->ptr[4], 0};
+            dk_buf_putc(out, (char)strtoul(hex, NULL, 16));
+            return out->failed ? DK_ERR_NOMEM : DK_OK;
+        }
+        break;
+    default:
+        break;
+    }
+    if (v->model == TOK_MODEL_SPM) {
+        for (size_t i = 0; i < t->len; i++) {
+            if (i + 2 < t->len && memcmp(t->ptr + i, "\xe2\x96\x81", 3) == 0) {
+                dk_buf_putc(out, ' ');
+                i += 2;
+            } else {
+                dk_buf_putc(out, t->ptr[i]);
+            }
+        }
+    } else {
+        dk_buf_append(out, t->ptr, t->len);
+    }
+    return out->failed ? dk_fail(err, DK_ERR_NOMEM, "out of memory") : DK_OK;
+}
