@@ -317,7 +317,9 @@ TEST(cli, tokenize_matches_kit_vectors)
     if (!binary_ready()) return;
     check_vocab("tokenizer/ggml-vocab-llama-spm.gguf", "tokenizer/ggml-vocab-llama-spm.gguf.inp",
                 "tokenizer/ggml-vocab-llama-spm.gguf.out", NULL);
-    /* qwen2 (byte-level BPE) and bert-bge (WordPiece) join when those encoders land. */
+    check_vocab("tokenizer/ggml-vocab-qwen2.gguf", "tokenizer/ggml-vocab-qwen2.gguf.inp",
+                "tokenizer/ggml-vocab-qwen2.gguf.out", NULL);
+    /* bert-bge (WordPiece) joins when that encoder lands. */
     const char *special[] = {"--parse-special", "--add-special", NULL};
     check_vocab("tokenizer/ggml-vocab-phi-3.gguf", "tokenizer/extra.inp",
                 "tokenizer/ggml-vocab-phi-3.gguf.extra.addspecial.out", special);

@@ -113,7 +113,7 @@ TEST(tokenize, unimplemented_models_say_so)
 {
     char path[512], err[DK_ERRLEN];
     gguf_file *f;
-    REQUIRE(gguf_open(&f, test_kit_file(path, sizeof path, "tokenizer/ggml-vocab-gpt-2.gguf"), err) == DK_OK);
+    REQUIRE(gguf_open(&f, test_kit_file(path, sizeof path, "tokenizer/ggml-vocab-bert-bge.gguf"), err) == DK_OK);
     tok_vocab *v;
     REQUIRE_MSG(tok_vocab_load(&v, f, err) == DK_OK, "%s", err);
     int32_t *ids;
@@ -125,3 +125,6 @@ TEST(tokenize, unimplemented_models_say_so)
 }
 
 TEST(tokenize, phi3_spm_matches_kit) { check_all_vectors("phi-3"); }
+
+TEST(tokenize, gpt2_bpe_matches_kit) { check_all_vectors("gpt-2"); }
+TEST(tokenize, qwen2_bpe_matches_kit) { check_all_vectors("qwen2"); }

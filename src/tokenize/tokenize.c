@@ -7,6 +7,9 @@
  */
 #include "tokenize/tokenize.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +27,15 @@ struct tok_vocab {
     int32_t byte_token[256]; /* id of <0xXX>, or -1 */
     int32_t bos, eos, eot, eom, unk;
     bool add_bos, add_eos, add_space_prefix;
+    /* byte-level BPE */
+    gguf_str *merges;        /* (n_merges) "left right", rank = index */
+    size_t n_merges;
+    int32_t *merge_slots;    /* (n_merge_slots) hash of merge text -> rank, -1 empty */
+    size_t n_merge_slots;
+    pcre2_code *pre_regex;   /* the pre-tokenizer of tokenizer.ggml.pre */
+    bool ignore_merges;      /* a word that is a token is taken whole (llama3) */
+    char byte_char[256][3];  /* GPT-2's byte -> printable code point, as UTF-8 */
+    uint8_t byte_char_len[256];
 };
 
 static uint64_t hash_bytes(const char *s, size_t n)
@@ -142,6 +154,108 @@ static int build_index(tok_vocab *v, char *err)
     return DK_OK;
 }
 
+/* ---- byte-level BPE: loading ---- */
+
+/* Pre-tokenizer regexes by tokenizer.ggml.pre (the splits llama.cpp applies). */
+static const char PRE_GPT2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char PRE_LLAMA3[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char PRE_QWEN2[] =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+static const struct {
+    const char *pre;
+    const char *regex;
+    bool ignore_merges;
+} bpe_pre_table[] = {
+    {"default", PRE_GPT2, false},   {"gpt2", PRE_GPT2, false},        {"gpt-2", PRE_GPT2, false},
+    {"llama3", PRE_LLAMA3, true},   {"llama-v3", PRE_LLAMA3, true},  {"llama-bpe", PRE_LLAMA3, true},
+    {"falcon3", PRE_LLAMA3, true},  {"qwen2", PRE_QWEN2, false},     {"deepseek-r1-qwen", PRE_QWEN2, false},
+};
+
+static uint64_t hash_merge(const char *s, size_t n) { return hash_bytes(s, n) * 0x9E3779B97F4A7C15ull; }
+
+static int32_t merge_rank(const tok_vocab *v, const char *s, size_t n)
+{
+    if (!v->n_merge_slots) return -1;
+    size_t mask = v->n_merge_slots - 1;
+    for (size_t i = hash_merge(s, n) & mask;; i = (i + 1) & mask) {
+        int32_t r = v->merge_slots[i];
+        if (r < 0) return -1;
+        if (v->merges[r].len == n && memcmp(v->merges[r].ptr, s, n) == 0) return r;
+    }
+}
+
+static void init_byte_chars(tok_vocab *v)
+{
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+        int cp = printable ? b : next++;
+        if (cp < 0x80) {
+            v->byte_char[b][0] = (char)cp;
+            v->byte_char_len[b] = 1;
+        } else {
+            v->byte_char[b][0] = (char)(0xC0 | (cp >> 6));
+            v->byte_char[b][1] = (char)(0x80 | (cp & 0x3F));
+            v->byte_char_len[b] = 2;
+        }
+    }
+}
+
+static int load_bpe(tok_vocab *v, const gguf_file *f, char *err)
+{
+    init_byte_chars(v);
+    enum gguf_value_type et;
+    uint64_t n;
+    const void *data;
+    if (gguf_get_arr(f, "tokenizer.ggml.merges", &et, &n, &data) != DK_OK || et != GGUF_VAL_STRING)
+        return dk_fail(err, DK_ERR_FORMAT, "tokenizer: a BPE vocabulary needs tokenizer.ggml.merges");
+    if (n > INT32_MAX) return dk_fail(err, DK_ERR_FORMAT, "tokenizer: too many merges");
+    v->n_merges = (size_t)n;
+    v->merges = dk_malloc_array(n ? n : 1, sizeof *v->merges);
+    v->n_merge_slots = 16;
+    while (v->n_merge_slots < v->n_merges * 2) v->n_merge_slots *= 2;
+    v->merge_slots = dk_malloc_array(v->n_merge_slots, sizeof *v->merge_slots);
+    if (!v->merges || !v->merge_slots) return dk_fail(err, DK_ERR_NOMEM, "tokenizer: out of memory");
+    memset(v->merge_slots, 0xff, v->n_merge_slots * sizeof *v->merge_slots);
+    size_t mask = v->n_merge_slots - 1;
+    for (uint64_t r = 0; r < n; r++) {
+        gguf_get_arr_str(f, "tokenizer.ggml.merges", r, &v->merges[r]);
+        const gguf_str *m = &v->merges[r];
+        if (m->len < 3 || !memchr(m->ptr + 1, ' ', m->len - 1))
+            return dk_fail(err, DK_ERR_FORMAT, "tokenizer: merge %llu is not \"left right\"", (unsigned long long)r);
+        size_t i = hash_merge(m->ptr, m->len) & mask;
+        while (v->merge_slots[i] >= 0) {
+            const gguf_str *o = &v->merges[v->merge_slots[i]];
+            if (o->len == m->len && memcmp(o->ptr, m->ptr, m->len) == 0) break;
+            i = (i + 1) & mask;
+        }
+        if (v->merge_slots[i] < 0) v->merge_slots[i] = (int32_t)r;
+    }
+    gguf_str pre = {"default", 7};
+    gguf_get_str(f, "tokenizer.ggml.pre", &pre);
+    const char *regex = NULL;
+    for (size_t i = 0; i < sizeof bpe_pre_table / sizeof bpe_pre_table[0]; i++) {
+        if (strlen(bpe_pre_table[i].pre) == pre.len && memcmp(bpe_pre_table[i].pre, pre.ptr, pre.len) == 0) {
+            regex = bpe_pre_table[i].regex;
+            v->ignore_merges = bpe_pre_table[i].ignore_merges;
+        }
+    }
+    if (!regex)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: pre-tokenizer '%.*s' is not supported yet", (int)pre.len, pre.ptr);
+    int code;
+    PCRE2_SIZE at;
+    v->pre_regex = pcre2_compile((PCRE2_SPTR)regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK,
+                                 &code, &at, NULL);
+    if (!v->pre_regex) return dk_fail(err, DK_ERR_FORMAT, "tokenizer: pre-tokenizer regex does not compile at %zu", (size_t)at);
+    pcre2_jit_compile(v->pre_regex, PCRE2_JIT_COMPLETE); /* optional: falls back to the interpreter */
+    return DK_OK;
+}
+
 int tok_vocab_load(tok_vocab **out, const gguf_file *f, char *err)
 {
     *out = NULL;
@@ -160,6 +274,7 @@ int tok_vocab_load(tok_vocab **out, const gguf_file *f, char *err)
         goto fail;
     }
     if ((rc = load_arrays(v, f, err)) != DK_OK || (rc = build_index(v, err)) != DK_OK) goto fail;
+    if (v->model == TOK_MODEL_BPE && (rc = load_bpe(v, f, err)) != DK_OK) goto fail;
 
     bool spm = v->model == TOK_MODEL_SPM;
     v->bos = special_id(f, "tokenizer.ggml.bos_token_id", v->n_vocab, spm ? 1 : -1, err, &rc);
@@ -189,6 +304,9 @@ void tok_vocab_free(tok_vocab *v)
     dk_free(v->type);
     dk_free(v->slots);
     dk_free(v->specials);
+    dk_free(v->merges);
+    dk_free(v->merge_slots);
+    if (v->pre_regex) pcre2_code_free(v->pre_regex);
     dk_free(v);
 }
 
@@ -379,6 +497,127 @@ static int spm_fragment(const tok_vocab *v, const char *text, size_t n, bool spa
     return rc;
 }
 
+/* ---- byte-level BPE: encoding ---- */
+
+static void bpe_try_bigram(const tok_vocab *v, const char *text, const spm_symbol *sym, spm_heap *h, dk_buf *key,
+                           int left, int right)
+{
+    if (left < 0 || right < 0) return;
+    dk_buf_clear(key);
+    dk_buf_append(key, text + sym[left].start, sym[left].len);
+    dk_buf_putc(key, ' ');
+    dk_buf_append(key, text + sym[right].start, sym[right].len);
+    if (key->failed) return;
+    int32_t rank = merge_rank(v, key->data, key->len);
+    if (rank < 0) return;
+    spm_bigram b = {left, right, -(float)rank, sym[left].len + sym[right].len};
+    heap_push(h, b);
+}
+
+/* Merges one pre-tokenized word (already mapped to GPT-2's printable byte characters). */
+static int bpe_word(const tok_vocab *v, const char *word, size_t n, id_list *out)
+{
+    if (v->ignore_merges) {
+        int32_t id = tok_find(v, word, n);
+        if (id >= 0) {
+            ids_push(out, id);
+            return DK_OK;
+        }
+    }
+    spm_symbol *sym = dk_malloc_array(n, sizeof *sym);
+    if (!sym) return DK_ERR_NOMEM;
+    int n_sym = 0;
+    for (size_t off = 0; off < n; n_sym++) {
+        size_t l = utf8_len((unsigned char)word[off]);
+        if (l > n - off) l = n - off;
+        sym[n_sym] = (spm_symbol){n_sym - 1, -1, off, l};
+        if (n_sym > 0) sym[n_sym - 1].next = n_sym;
+        off += l;
+    }
+    spm_heap h = {0};
+    dk_buf key = {0};
+    for (int i = 1; i < n_sym; i++) bpe_try_bigram(v, word, sym, &h, &key, i - 1, i);
+    while (h.n > 0 && !h.failed) {
+        spm_bigram b = heap_pop(&h);
+        spm_symbol *l = &sym[b.left], *r = &sym[b.right];
+        if (l->len == 0 || r->len == 0 || l->len + r->len != b.len || l->next != b.right) continue;
+        l->len += r->len;
+        r->len = 0;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = b.left;
+        bpe_try_bigram(v, word, sym, &h, &key, l->prev, b.left);
+        bpe_try_bigram(v, word, sym, &h, &key, b.left, l->next);
+    }
+    int failed = h.failed || key.failed;
+    dk_free(h.items);
+    dk_buf_free(&key);
+    for (int i = 0; i >= 0 && !failed; i = sym[i].next) {
+        int32_t id = tok_find(v, word + sym[i].start, sym[i].len);
+        if (id >= 0) {
+            ids_push(out, id);
+            continue;
+        }
+        for (size_t off = sym[i].start; off < sym[i].start + sym[i].len;) { /* character by character */
+            size_t l = utf8_len((unsigned char)word[off]);
+            int32_t c = tok_find(v, word + off, l);
+            if (c >= 0) ids_push(out, c);
+            off += l;
+        }
+    }
+    dk_free(sym);
+    return failed ? DK_ERR_NOMEM : DK_OK;
+}
+
+static int bpe_emit_word(const tok_vocab *v, const char *text, size_t n, dk_buf *mapped, id_list *out)
+{
+    if (n == 0) return DK_OK;
+    dk_buf_clear(mapped);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)text[i];
+        dk_buf_append(mapped, v->byte_char[b], v->byte_char_len[b]);
+    }
+    return mapped->failed ? DK_ERR_NOMEM : bpe_word(v, mapped->data, mapped->len, out);
+}
+
+/* Splits a fragment with the pre-tokenizer regex; matches and the text between them are
+ * words, each merged on its own. */
+static int bpe_fragment(const tok_vocab *v, const char *text, size_t n, id_list *out)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(v->pre_regex, NULL);
+    if (!md) return DK_ERR_NOMEM;
+    dk_buf mapped = {0};
+    int rc = DK_OK;
+    size_t pos = 0, last = 0;
+    while (pos < n && rc == DK_OK) {
+        int m = pcre2_match(v->pre_regex, (PCRE2_SPTR)text, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (m < 0) break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t s = ov[0], e = ov[1];
+        if (e == s) { /* empty match: step over one character */
+            pos = s + utf8_len((unsigned char)text[s]);
+            continue;
+        }
+        rc = bpe_emit_word(v, text + last, s - last, &mapped, out);
+        if (rc == DK_OK) rc = bpe_emit_word(v, text + s, e - s, &mapped, out);
+        pos = last = e;
+    }
+    if (rc == DK_OK) rc = bpe_emit_word(v, text + last, n - last, &mapped, out);
+    dk_buf_free(&mapped);
+    pcre2_match_data_free(md);
+    return rc;
+}
+
+/* Returns the byte a GPT-2 printable code point stands for, or -1. */
+static int bpe_unmap(const tok_vocab *v, uint32_t cp)
+{
+    for (int b = 0; b < 256; b++) {
+        uint32_t c = v->byte_char_len[b] == 1 ? (uint8_t)v->byte_char[b][0]
+                                              : (((uint32_t)v->byte_char[b][0] & 0x1F) << 6) | ((uint8_t)v->byte_char[b][1] & 0x3F);
+        if (c == cp) return b;
+    }
+    return -1;
+}
+
 /* ---- special-token partition ---- */
 
 /* A piece of the input: raw text (token < 0) or one special token. */
@@ -441,9 +680,8 @@ int tok_encode(const tok_vocab *v, const char *text, size_t n_bytes, bool add_sp
 {
     *ids = NULL;
     *n_ids = 0;
-    if (v->model != TOK_MODEL_SPM)
-        return dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: encoding with %s vocabularies is not implemented yet",
-                       v->model == TOK_MODEL_BPE ? "byte-level BPE" : "WordPiece");
+    if (v->model == TOK_MODEL_WPM)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: encoding with WordPiece vocabularies is not implemented yet");
     frag_list frags = {0};
     id_list out = {0};
     int rc = DK_OK;
@@ -459,7 +697,8 @@ int tok_encode(const tok_vocab *v, const char *text, size_t n_bytes, bool add_sp
             ids_push(&out, f.token);
             prev_special = true;
         } else {
-            rc = spm_fragment(v, text + f.start, f.len, v->add_space_prefix && prev_special, &out);
+            if (v->model == TOK_MODEL_BPE) rc = bpe_fragment(v, text + f.start, f.len, &out);
+            else rc = spm_fragment(v, text + f.start, f.len, v->add_space_prefix && prev_special, &out);
             prev_special = false;
         }
     }
@@ -503,6 +742,17 @@ int tok_piece(const tok_vocab *v, int32_t id, dk_buf *out, char *err)
             } else {
                 dk_buf_putc(out, t->ptr[i]);
             }
+        }
+    } else if (v->model == TOK_MODEL_BPE && v->type[id] == TOK_TYPE_NORMAL) {
+        for (size_t i = 0; i < t->len;) { /* printable code points back to bytes */
+            unsigned char c = (unsigned char)t->ptr[i];
+            size_t l = utf8_len(c);
+            uint32_t cp = c;
+            if (l == 2 && i + 1 < t->len) cp = ((uint32_t)(c & 0x1F) << 6) | ((unsigned char)t->ptr[i + 1] & 0x3F);
+            int b = (l <= 2) ? bpe_unmap(v, cp) : -1;
+            if (b >= 0) dk_buf_putc(out, (char)b);
+            else dk_buf_append(out, t->ptr + i, l > t->len - i ? t->len - i : l);
+            i += l;
         }
     } else {
         dk_buf_append(out, t->ptr, t->len);
