@@ -47,6 +47,22 @@ static const char *tok_text(json_t *v)
     return NULL;
 }
 
+/* Whether a tokenizer.json normalizer is NFC (alone or inside a Sequence). The GGUF key
+ * tokenizer.ggml.normalizer = "nfc" carries it to duckling's tokenizer; llama.cpp has no such
+ * key and does not normalise, so its own vocabularies are unaffected. */
+static bool normalizer_is_nfc(const json_t *n)
+{
+    if (!json_is_object(n)) return false;
+    const char *type = json_string_value(json_object_get(n, "type"));
+    if (type && strcmp(type, "NFC") == 0) return true;
+    if (type && strcmp(type, "Sequence") == 0) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(n, "normalizers"), i, e) if (normalizer_is_nfc(e)) return true;
+    }
+    return false;
+}
+
 /* Finds the first Split regex in a pre_tokenizer (or a Sequence of them). */
 static const char *find_regex(json_t *pt)
 {
@@ -274,6 +290,8 @@ int convert_tokenizer(const convert_tok_opts *o, FILE *log, char *err)
     r |= gguf_writer_set_str(w, "general.name", "duckling convert-tokenizer");
     r |= gguf_writer_set_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
     r |= gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
+    if (normalizer_is_nfc(json_object_get(tj, "normalizer")))
+        r |= gguf_writer_set_str(w, "tokenizer.ggml.normalizer", "nfc");
     r |= gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, NULL, (uint64_t)v.n);
     r |= gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_VAL_INT32, v.type, (uint64_t)v.n);
     if (spm) {

@@ -9,6 +9,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct tok_vocab {
     int32_t byte_token[256]; /* id of <0xXX>, or -1 */
     int32_t bos, eos, eot, eom, unk;
     bool add_bos, add_eos, add_space_prefix;
+    bool normalize_nfc;      /* tokenizer.ggml.normalizer = "nfc" (written by convert-tokenizer) */
     /* byte-level BPE */
     gguf_str *merges;        /* (n_merges) "left right", rank = index */
     size_t n_merges;
@@ -289,6 +291,9 @@ int tok_vocab_load(tok_vocab **out, const gguf_file *f, char *err)
     v->add_bos = get_flag(f, "tokenizer.ggml.add_bos_token", spm);
     v->add_eos = get_flag(f, "tokenizer.ggml.add_eos_token", false);
     v->add_space_prefix = get_flag(f, "tokenizer.ggml.add_space_prefix", spm);
+    gguf_str norm;
+    v->normalize_nfc = gguf_get_str(f, "tokenizer.ggml.normalizer", &norm) == DK_OK && norm.len == 3 &&
+                       memcmp(norm.ptr, "nfc", 3) == 0;
     *out = v;
     return DK_OK;
 fail:
@@ -675,8 +680,27 @@ static int partition_specials(const tok_vocab *v, const char *text, frag_list *f
     return DK_OK;
 }
 
+static int encode_normalized(const tok_vocab *v, const char *text, size_t n_bytes, bool add_special,
+                             bool parse_special, int32_t **ids, size_t *n_ids, char *err);
+
 int tok_encode(const tok_vocab *v, const char *text, size_t n_bytes, bool add_special, bool parse_special,
                int32_t **ids, size_t *n_ids, char *err)
+{
+    if (!v->normalize_nfc || n_bytes == 0)
+        return encode_normalized(v, text, n_bytes, add_special, parse_special, ids, n_ids, err);
+    utf8proc_uint8_t *nfc = NULL;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)n_bytes, &nfc,
+                                      UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    if (n < 0) { /* invalid UTF-8: tokenize the bytes as they are, like the byte-level BPE does */
+        return encode_normalized(v, text, n_bytes, add_special, parse_special, ids, n_ids, err);
+    }
+    int rc = encode_normalized(v, (const char *)nfc, (size_t)n, add_special, parse_special, ids, n_ids, err);
+    free(nfc); /* utf8proc allocates with malloc */
+    return rc;
+}
+
+static int encode_normalized(const tok_vocab *v, const char *text, size_t n_bytes, bool add_special,
+                             bool parse_special, int32_t **ids, size_t *n_ids, char *err)
 {
     *ids = NULL;
     *n_ids = 0;
