@@ -319,7 +319,8 @@ TEST(cli, tokenize_matches_kit_vectors)
                 "tokenizer/ggml-vocab-llama-spm.gguf.out", NULL);
     check_vocab("tokenizer/ggml-vocab-qwen2.gguf", "tokenizer/ggml-vocab-qwen2.gguf.inp",
                 "tokenizer/ggml-vocab-qwen2.gguf.out", NULL);
-    /* bert-bge (WordPiece) joins when that encoder lands. */
+    check_vocab("tokenizer/ggml-vocab-bert-bge.gguf", "tokenizer/ggml-vocab-bert-bge.gguf.inp",
+                "tokenizer/ggml-vocab-bert-bge.gguf.out", NULL);
     const char *special[] = {"--parse-special", "--add-special", NULL};
     check_vocab("tokenizer/ggml-vocab-phi-3.gguf", "tokenizer/extra.inp",
                 "tokenizer/ggml-vocab-phi-3.gguf.extra.addspecial.out", special);
@@ -340,6 +341,42 @@ TEST(cli, tokenize_json_and_text_argument)
     REQUIRE(spawn(&r, NULL, args2) == 0);
     CHECK_EQ_STR(r.out, "403 407 261 378\n");
     proc_free(&r);
+}
+
+TEST(cli, embed_gives_reference_unit_vectors)
+{
+    if (!binary_ready()) return;
+    json_t *ref = load_json("forward/bert-tiny/bert-tiny.F32.exact.ref.json");
+    REQUIRE(ref);
+    char model[1024];
+    test_kit_file(model, sizeof model, "forward/bert-tiny/bert-tiny.F32.gguf");
+    json_t *texts = json_object_get(ref, "texts");
+    const char *args[] = {"embed", model, json_string_value(json_array_get(texts, 0)),
+                          json_string_value(json_array_get(texts, 1)), NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, NULL, args) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    json_error_t je;
+    json_t *mine = json_loads(r.out, 0, &je);
+    REQUIRE_MSG(mine, "bad JSON: %s", je.text);
+    REQUIRE(json_array_size(mine) == 2);
+    for (size_t s = 0; s < 2; s++) {
+        json_t *v = json_array_get(mine, s), *want = json_array_get(json_object_get(ref, "pooled_normalized"), s);
+        REQUIRE(json_array_size(v) == 256 && json_array_size(want) == 256);
+        double norm = 0, dot = 0, max_diff = 0;
+        for (size_t i = 0; i < 256; i++) {
+            double a = json_number_value(json_array_get(v, i)), b = json_number_value(json_array_get(want, i));
+            norm += a * a;
+            dot += a * b;
+            if (fabs(a - b) > max_diff) max_diff = fabs(a - b);
+        }
+        CHECK_NEAR(sqrt(norm), 1.0, 1e-5);
+        CHECK_MSG(dot >= 0.99999, "cosine %g", dot);
+        CHECK_MSG(max_diff <= 1e-4, "max diff %g", max_diff);
+    }
+    json_decref(mine);
+    proc_free(&r);
+    json_decref(ref);
 }
 
 /* A failing command: non-zero exit, no crash, exactly one line on stderr. */

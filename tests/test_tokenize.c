@@ -109,22 +109,9 @@ TEST(tokenize, spm_pieces_and_stories_prompt)
     gguf_close(f);
 }
 
-TEST(tokenize, unimplemented_models_say_so)
-{
-    char path[512], err[DK_ERRLEN];
-    gguf_file *f;
-    REQUIRE(gguf_open(&f, test_kit_file(path, sizeof path, "tokenizer/ggml-vocab-bert-bge.gguf"), err) == DK_OK);
-    tok_vocab *v;
-    REQUIRE_MSG(tok_vocab_load(&v, f, err) == DK_OK, "%s", err);
-    int32_t *ids;
-    size_t n;
-    CHECK(tok_encode(v, "hi", 2, false, false, &ids, &n, err) == DK_ERR_UNSUPPORTED);
-    CHECK(strstr(err, "not implemented") != NULL);
-    tok_vocab_free(v);
-    gguf_close(f);
-}
-
 TEST(tokenize, phi3_spm_matches_kit) { check_all_vectors("phi-3"); }
 
 TEST(tokenize, gpt2_bpe_matches_kit) { check_all_vectors("gpt-2"); }
 TEST(tokenize, qwen2_bpe_matches_kit) { check_all_vectors("qwen2"); }
+
+TEST(tokenize, bert_wordpiece_matches_kit) { check_all_vectors("bert-bge"); }

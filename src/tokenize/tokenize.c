@@ -26,7 +26,7 @@ struct tok_vocab {
     int32_t *specials;       /* (n_specials) special ids, longest text first */
     size_t n_specials;
     int32_t byte_token[256]; /* id of <0xXX>, or -1 */
-    int32_t bos, eos, eot, eom, unk;
+    int32_t bos, eos, eot, eom, unk, sep;
     bool add_bos, add_eos, add_space_prefix;
     bool normalize_nfc;      /* tokenizer.ggml.normalizer = "nfc" (written by convert-tokenizer) */
     /* byte-level BPE */
@@ -74,10 +74,11 @@ static int32_t special_id(const gguf_file *f, const char *key, size_t n_vocab, i
     uint32_t id;
     int r = gguf_get_u32(f, key, &id);
     if (r == DK_ERR_NOTFOUND) return fallback;
-    if (r != DK_OK || id >= n_vocab) {
-        *rc = dk_fail(err, DK_ERR_FORMAT, "tokenizer: %s is not a token id below %zu", key, n_vocab);
+    if (r != DK_OK) {
+        *rc = dk_fail(err, DK_ERR_FORMAT, "tokenizer: %s is not an integer", key);
         return -1;
     }
+    if (id >= n_vocab) return fallback; /* as llama.cpp: a bad special id falls back to the default */
     return (int32_t)id;
 }
 
@@ -284,11 +285,16 @@ int tok_vocab_load(tok_vocab **out, const gguf_file *f, char *err)
     v->eot = special_id(f, "tokenizer.ggml.eot_token_id", v->n_vocab, -1, err, &rc);
     v->eom = special_id(f, "tokenizer.ggml.eom_token_id", v->n_vocab, -1, err, &rc);
     v->unk = special_id(f, "tokenizer.ggml.unknown_token_id", v->n_vocab, spm ? 0 : -1, err, &rc);
+    v->sep = special_id(f, "tokenizer.ggml.seperator_token_id", v->n_vocab, -1, err, &rc);
+    if (v->model == TOK_MODEL_WPM) { /* bert: [CLS] text [SEP] */
+        int32_t cls = special_id(f, "tokenizer.ggml.cls_token_id", v->n_vocab, -1, err, &rc);
+        if (cls >= 0) v->bos = cls;
+    }
     if (rc != DK_OK) goto fail;
     if (spm && (size_t)v->bos >= v->n_vocab) v->bos = -1;
     if (spm && (size_t)v->eos >= v->n_vocab) v->eos = -1;
     if (spm && (size_t)v->unk >= v->n_vocab) v->unk = -1;
-    v->add_bos = get_flag(f, "tokenizer.ggml.add_bos_token", spm);
+    v->add_bos = get_flag(f, "tokenizer.ggml.add_bos_token", spm || v->model == TOK_MODEL_WPM);
     v->add_eos = get_flag(f, "tokenizer.ggml.add_eos_token", false);
     v->add_space_prefix = get_flag(f, "tokenizer.ggml.add_space_prefix", spm);
     gguf_str norm;
@@ -623,6 +629,88 @@ static int bpe_unmap(const tok_vocab *v, uint32_t cp)
     return -1;
 }
 
+/* ---- WordPiece (bert) ---- */
+
+static bool wpm_is_whitespace(int32_t c)
+{
+    return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0x2028 || c == 0x2029 ||
+           utf8proc_category(c) == UTF8PROC_CATEGORY_ZS;
+}
+
+static bool wpm_is_chinese(int32_t c)
+{
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
+           (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+/* Greedy longest match of "▁word" against the vocabulary; the whole word becomes [UNK] when
+ * some part matches nothing. */
+static void wpm_word(const tok_vocab *v, const dk_buf *word, id_list *out)
+{
+    if (word->len == 0) return;
+    size_t n = word->len, mark = out->n;
+    for (size_t i = 0; i < n;) {
+        size_t j = n;
+        int32_t id = -1;
+        for (; j > i; j--)
+            if ((id = tok_find(v, word->data + i, j - i)) >= 0) break;
+        if (id < 0) {
+            out->n = mark;
+            ids_push(out, v->unk);
+            return;
+        }
+        ids_push(out, id);
+        i = j;
+    }
+}
+
+static int wpm_fragment(const tok_vocab *v, const char *text, size_t n, id_list *out)
+{
+    utf8proc_uint8_t *nfd = NULL;
+    utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)n, &nfd,
+                                        UTF8PROC_STABLE | UTF8PROC_DECOMPOSE);
+    if (len < 0) return DK_ERR_FORMAT;
+    dk_buf word = {0};
+    dk_buf_puts(&word, "\xe2\x96\x81");
+    const size_t prefix = word.len;
+    for (utf8proc_ssize_t i = 0; i < len;) {
+        utf8proc_int32_t c;
+        i += utf8proc_iterate(nfd + i, len - i, &c);
+        if (wpm_is_whitespace(c)) {
+            if (word.len > prefix) wpm_word(v, &word, out);
+            word.len = prefix;
+            continue;
+        }
+        utf8proc_category_t cat = utf8proc_category(c);
+        /* controls go, and so do the marks NFD split off (accents, vowel signs) */
+        if (c == 0 || c == 0xFFFD || cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_MN ||
+            cat == UTF8PROC_CATEGORY_MC || cat == UTF8PROC_CATEGORY_ME)
+            continue;
+        /* The vowel and final jamo of a decomposed Hangul syllable go too: that is what the
+         * reference (llama.cpp's WPM) produces for Korean (kit bert-bge extra case 4). */
+        if (c >= 0x1160 && c <= 0x11FF) continue;
+        utf8proc_uint8_t enc[4];
+        utf8proc_ssize_t el = utf8proc_encode_char(utf8proc_tolower(c), enc);
+        bool punct = cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
+        bool symbol = cat >= UTF8PROC_CATEGORY_SM && cat <= UTF8PROC_CATEGORY_SO;
+        if (punct || (c < 0x7F && symbol) || wpm_is_chinese(c)) {
+            if (word.len > prefix) wpm_word(v, &word, out);
+            word.len = prefix;
+            dk_buf_append(&word, enc, (size_t)el);
+            wpm_word(v, &word, out);
+            word.len = prefix;
+        } else {
+            dk_buf_append(&word, enc, (size_t)el);
+        }
+    }
+    if (word.len > prefix) wpm_word(v, &word, out);
+    int rc = word.failed ? DK_ERR_NOMEM : DK_OK;
+    dk_buf_free(&word);
+    free(nfd); /* utf8proc allocates with malloc */
+    return rc;
+}
+
 /* ---- special-token partition ---- */
 
 /* A piece of the input: raw text (token < 0) or one special token. */
@@ -704,8 +792,6 @@ static int encode_normalized(const tok_vocab *v, const char *text, size_t n_byte
 {
     *ids = NULL;
     *n_ids = 0;
-    if (v->model == TOK_MODEL_WPM)
-        return dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: encoding with WordPiece vocabularies is not implemented yet");
     frag_list frags = {0};
     id_list out = {0};
     int rc = DK_OK;
@@ -722,11 +808,13 @@ static int encode_normalized(const tok_vocab *v, const char *text, size_t n_byte
             prev_special = true;
         } else {
             if (v->model == TOK_MODEL_BPE) rc = bpe_fragment(v, text + f.start, f.len, &out);
+            else if (v->model == TOK_MODEL_WPM) rc = wpm_fragment(v, text + f.start, f.len, &out);
             else rc = spm_fragment(v, text + f.start, f.len, v->add_space_prefix && prev_special, &out);
             prev_special = false;
         }
     }
     if (add_special && v->add_eos && v->eos >= 0) ids_push(&out, v->eos);
+    if (add_special && v->model == TOK_MODEL_WPM && v->sep >= 0) ids_push(&out, v->sep);
     dk_free(frags.items);
     if (rc == DK_OK && out.failed) rc = DK_ERR_NOMEM;
     if (rc != DK_OK) {
