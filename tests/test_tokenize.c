@@ -115,3 +115,7 @@ TEST(tokenize, gpt2_bpe_matches_kit) { check_all_vectors("gpt-2"); }
 TEST(tokenize, qwen2_bpe_matches_kit) { check_all_vectors("qwen2"); }
 
 TEST(tokenize, bert_wordpiece_matches_kit) { check_all_vectors("bert-bge"); }
+TEST(tokenize, starcoder_bpe_matches_kit) { check_all_vectors("starcoder"); }
+TEST(tokenize, falcon_bpe_matches_kit) { check_all_vectors("falcon"); }
+TEST(tokenize, deepseek_coder_bpe_matches_kit) { check_all_vectors("deepseek-coder"); }
+TEST(tokenize, deepseek_llm_bpe_matches_kit) { check_all_vectors("deepseek-llm"); }

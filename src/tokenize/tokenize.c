@@ -34,7 +34,8 @@ struct tok_vocab {
     size_t n_merges;
     int32_t *merge_slots;    /* (n_merge_slots) hash of merge text -> rank, -1 empty */
     size_t n_merge_slots;
-    pcre2_code *pre_regex;   /* the pre-tokenizer of tokenizer.ggml.pre */
+    pcre2_code *pre_regex[6]; /* the pre-tokenizer of tokenizer.ggml.pre: applied in turn */
+    size_t n_pre_regex;
     bool ignore_merges;      /* a word that is a token is taken whole (llama3) */
     char byte_char[256][3];  /* GPT-2's byte -> printable code point, as UTF-8 */
     uint8_t byte_char_len[256];
@@ -169,14 +170,37 @@ static const char PRE_QWEN2[] =
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
     " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
+static const char PRE_FALCON_PUNCT[] = "[\\p{P}\\$\\+<=>\\^~\\|`]+";
+static const char PRE_GPT2_STRICT[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+static const char PRE_CJK[] = "[\\x{4E00}-\\x{9FA5}\\x{0800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+";
+
+static const char PRE_DEEPSEEK_LETTERS[] =
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+static const char PRE_DEEPSEEK_PUNCT[] = "\\s?[!-/:-~！-／：-～‘-‟　-。]+";
+
+/* Each pre-tokenizer is a list of regexes applied in turn: every regex splits each piece the
+ * previous ones left into its matches and the text between them (llama.cpp's semantics). */
 static const struct {
     const char *pre;
-    const char *regex;
+    const char *regex[6];
     bool ignore_merges;
 } bpe_pre_table[] = {
-    {"default", PRE_GPT2, false},   {"gpt2", PRE_GPT2, false},        {"gpt-2", PRE_GPT2, false},
-    {"llama3", PRE_LLAMA3, true},   {"llama-v3", PRE_LLAMA3, true},  {"llama-bpe", PRE_LLAMA3, true},
-    {"falcon3", PRE_LLAMA3, true},  {"qwen2", PRE_QWEN2, false},     {"deepseek-r1-qwen", PRE_QWEN2, false},
+    {"default", {PRE_GPT2}, false},
+    {"gpt2", {PRE_GPT2}, false},
+    {"gpt-2", {PRE_GPT2}, false},
+    {"llama3", {PRE_LLAMA3}, true},
+    {"llama-v3", {PRE_LLAMA3}, true},
+    {"llama-bpe", {PRE_LLAMA3}, true},
+    {"falcon3", {PRE_LLAMA3}, true},
+    {"qwen2", {PRE_QWEN2}, false},
+    {"deepseek-r1-qwen", {PRE_QWEN2}, false},
+    {"starcoder", {"\\p{N}", PRE_GPT2_STRICT}, false},
+    {"refact", {"\\p{N}", PRE_GPT2_STRICT}, false},
+    {"smollm", {"\\p{N}", PRE_GPT2_STRICT}, false},
+    {"falcon", {PRE_FALCON_PUNCT, PRE_GPT2_STRICT, "[0-9][0-9][0-9]"}, false},
+    {"deepseek-llm", {"[\\r\\n]", PRE_DEEPSEEK_LETTERS, PRE_DEEPSEEK_PUNCT, "\\s+$", PRE_CJK, "\\p{N}+"}, false},
+    {"deepseek-coder", {"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", PRE_CJK, "\\p{N}"}, false},
 };
 
 static uint64_t hash_merge(const char *s, size_t n) { return hash_bytes(s, n) * 0x9E3779B97F4A7C15ull; }
@@ -241,7 +265,7 @@ static int load_bpe(tok_vocab *v, const gguf_file *f, char *err)
     }
     gguf_str pre = {"default", 7};
     gguf_get_str(f, "tokenizer.ggml.pre", &pre);
-    const char *regex = NULL;
+    const char *const *regex = NULL;
     for (size_t i = 0; i < sizeof bpe_pre_table / sizeof bpe_pre_table[0]; i++) {
         if (strlen(bpe_pre_table[i].pre) == pre.len && memcmp(bpe_pre_table[i].pre, pre.ptr, pre.len) == 0) {
             regex = bpe_pre_table[i].regex;
@@ -250,12 +274,15 @@ static int load_bpe(tok_vocab *v, const gguf_file *f, char *err)
     }
     if (!regex)
         return dk_fail(err, DK_ERR_UNSUPPORTED, "tokenizer: pre-tokenizer '%.*s' is not supported yet", (int)pre.len, pre.ptr);
-    int code;
-    PCRE2_SIZE at;
-    v->pre_regex = pcre2_compile((PCRE2_SPTR)regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK,
-                                 &code, &at, NULL);
-    if (!v->pre_regex) return dk_fail(err, DK_ERR_FORMAT, "tokenizer: pre-tokenizer regex does not compile at %zu", (size_t)at);
-    pcre2_jit_compile(v->pre_regex, PCRE2_JIT_COMPLETE); /* optional: falls back to the interpreter */
+    for (; v->n_pre_regex < 6 && regex[v->n_pre_regex]; v->n_pre_regex++) {
+        int code;
+        PCRE2_SIZE at;
+        pcre2_code *re = pcre2_compile((PCRE2_SPTR)regex[v->n_pre_regex], PCRE2_ZERO_TERMINATED,
+                                       PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | PCRE2_DOLLAR_ENDONLY, &code, &at, NULL);
+        if (!re) return dk_fail(err, DK_ERR_FORMAT, "tokenizer: pre-tokenizer regex does not compile at %zu", (size_t)at);
+        pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional: falls back to the interpreter */
+        v->pre_regex[v->n_pre_regex] = re;
+    }
     return DK_OK;
 }
 
@@ -317,7 +344,7 @@ void tok_vocab_free(tok_vocab *v)
     dk_free(v->specials);
     dk_free(v->merges);
     dk_free(v->merge_slots);
-    if (v->pre_regex) pcre2_code_free(v->pre_regex);
+    for (size_t i = 0; i < v->n_pre_regex; i++) pcre2_code_free(v->pre_regex[i]);
     dk_free(v);
 }
 
@@ -590,31 +617,83 @@ static int bpe_emit_word(const tok_vocab *v, const char *text, size_t n, dk_buf 
     return mapped->failed ? DK_ERR_NOMEM : bpe_word(v, mapped->data, mapped->len, out);
 }
 
-/* Splits a fragment with the pre-tokenizer regex; matches and the text between them are
- * words, each merged on its own. */
+/* A piece of text [start, start + len). */
+typedef struct span {
+    size_t start, len;
+} span;
+
+typedef struct span_list {
+    span *items;
+    size_t n, cap;
+    int failed;
+} span_list;
+
+static void spans_push(span_list *l, size_t start, size_t len)
+{
+    if (len == 0 || l->failed) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 32;
+        span *p = dk_realloc(l->items, cap * sizeof *p);
+        if (!p) {
+            l->failed = 1;
+            return;
+        }
+        l->items = p;
+        l->cap = cap;
+    }
+    l->items[l->n++] = (span){start, len};
+}
+
+/* Splits every piece of in with re (matching each piece on its own, so lookaheads and $ see
+ * the piece's end) into its matches and the text between them. */
+static int split_spans(const pcre2_code *re, pcre2_match_data *md, const char *text, const span_list *in, span_list *out)
+{
+    for (size_t k = 0; k < in->n; k++) {
+        const char *subject = text + in->items[k].start;
+        size_t n = in->items[k].len, pos = 0, last = 0;
+        while (pos < n) {
+            int m = pcre2_match(re, (PCRE2_SPTR)subject, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+            if (m < 0) break;
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            size_t s = ov[0], e = ov[1];
+            if (e == s) { /* empty match: step over one character */
+                pos = s + utf8_len((unsigned char)subject[s]);
+                continue;
+            }
+            spans_push(out, in->items[k].start + last, s - last);
+            spans_push(out, in->items[k].start + s, e - s);
+            pos = last = e;
+        }
+        spans_push(out, in->items[k].start + last, n - last);
+    }
+    return out->failed ? DK_ERR_NOMEM : DK_OK;
+}
+
+/* Pre-tokenizes a fragment with the vocabulary's regexes and merges each word on its own. */
 static int bpe_fragment(const tok_vocab *v, const char *text, size_t n, id_list *out)
 {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(v->pre_regex, NULL);
-    if (!md) return DK_ERR_NOMEM;
-    dk_buf mapped = {0};
-    int rc = DK_OK;
-    size_t pos = 0, last = 0;
-    while (pos < n && rc == DK_OK) {
-        int m = pcre2_match(v->pre_regex, (PCRE2_SPTR)text, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-        if (m < 0) break;
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        size_t s = ov[0], e = ov[1];
-        if (e == s) { /* empty match: step over one character */
-            pos = s + utf8_len((unsigned char)text[s]);
-            continue;
+    span_list cur = {0}, next = {0};
+    spans_push(&cur, 0, n);
+    int rc = cur.failed ? DK_ERR_NOMEM : DK_OK;
+    for (size_t r = 0; r < v->n_pre_regex && rc == DK_OK; r++) {
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(v->pre_regex[r], NULL);
+        if (!md) {
+            rc = DK_ERR_NOMEM;
+            break;
         }
-        rc = bpe_emit_word(v, text + last, s - last, &mapped, out);
-        if (rc == DK_OK) rc = bpe_emit_word(v, text + s, e - s, &mapped, out);
-        pos = last = e;
+        next.n = 0;
+        rc = split_spans(v->pre_regex[r], md, text, &cur, &next);
+        pcre2_match_data_free(md);
+        span_list t = cur;
+        cur = next;
+        next = t;
     }
-    if (rc == DK_OK) rc = bpe_emit_word(v, text + last, n - last, &mapped, out);
+    dk_buf mapped = {0};
+    for (size_t k = 0; k < cur.n && rc == DK_OK; k++)
+        rc = bpe_emit_word(v, text + cur.items[k].start, cur.items[k].len, &mapped, out);
     dk_buf_free(&mapped);
-    pcre2_match_data_free(md);
+    dk_free(cur.items);
+    dk_free(next.items);
     return rc;
 }
 
