@@ -1,9 +1,8 @@
 /*
- * tokenize.c: vocabulary loading, the special-token partition and the SentencePiece
- * tokenizer (see tokenize.h). The SPM algorithm: split the escaped text into UTF-8
- * characters, repeatedly merge the adjacent pair whose concatenation is the vocabulary
- * token with the highest score (leftmost first on ties), then emit each resulting piece,
- * falling back to byte tokens for text the vocabulary lacks.
+ * tokenize.c: vocabulary loading, the special-token partition and the three encoders of
+ * tokenize.h. SPM and BPE share one merge loop (merge_pieces): split into UTF-8 characters,
+ * then repeatedly merge the best adjacent pair (SPM: highest token score; BPE: lowest merge
+ * rank; leftmost on ties). Pieces the vocabulary lacks fall back to byte tokens.
  */
 #include "tokenize/tokenize.h"
 
@@ -458,16 +457,6 @@ static spm_bigram heap_pop(spm_heap *h)
     return top;
 }
 
-static void spm_try_bigram(const tok_vocab *v, const char *text, const spm_symbol *sym, spm_heap *h, int left, int right)
-{
-    if (left < 0 || right < 0) return;
-    size_t len = sym[left].len + sym[right].len;
-    int32_t id = tok_find(v, text + sym[left].start, len);
-    if (id < 0) return;
-    spm_bigram b = {left, right, v->score[id], len};
-    heap_push(h, b);
-}
-
 static size_t utf8_len(unsigned char c)
 {
     return c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
@@ -488,11 +477,38 @@ static void spm_emit(const tok_vocab *v, const char *text, size_t start, size_t 
     }
 }
 
-static int spm_tokenize(const tok_vocab *v, const char *text, size_t n, id_list *out)
+/* Queues the merge of two adjacent pieces if the vocabulary allows it, ranked as the model
+ * ranks merges: SPM by the score of the merged token, BPE by the merge's rank (key is
+ * scratch space for the "left right" text). */
+static void try_bigram(const tok_vocab *v, const char *text, const spm_symbol *sym, spm_heap *h, dk_buf *key,
+                       int left, int right)
 {
-    if (n == 0) return DK_OK;
+    if (left < 0 || right < 0) return;
+    size_t len = sym[left].len + sym[right].len;
+    float score;
+    if (v->model == TOK_MODEL_SPM) {
+        int32_t id = tok_find(v, text + sym[left].start, len);
+        if (id < 0) return;
+        score = v->score[id];
+    } else {
+        dk_buf_clear(key);
+        dk_buf_append(key, text + sym[left].start, sym[left].len);
+        dk_buf_putc(key, ' ');
+        dk_buf_append(key, text + sym[right].start, sym[right].len);
+        int32_t rank = key->failed ? -1 : merge_rank(v, key->data, key->len);
+        if (rank < 0) return;
+        score = -(float)rank;
+    }
+    heap_push(h, (spm_bigram){left, right, score, len});
+}
+
+/* Splits text[0, n) (n > 0) into UTF-8 characters and merges adjacent pieces best first.
+ * Returns the symbols (caller frees with dk_free); the surviving pieces are linked from
+ * index 0 through .next. NULL when memory runs out. */
+static spm_symbol *merge_pieces(const tok_vocab *v, const char *text, size_t n)
+{
     spm_symbol *sym = dk_malloc_array(n, sizeof *sym);
-    if (!sym) return DK_ERR_NOMEM;
+    if (!sym) return NULL;
     int n_sym = 0;
     for (size_t off = 0; off < n; n_sym++) {
         size_t l = utf8_len((unsigned char)text[off]);
@@ -502,23 +518,37 @@ static int spm_tokenize(const tok_vocab *v, const char *text, size_t n, id_list 
         off += l;
     }
     spm_heap h = {0};
-    for (int i = 1; i < n_sym; i++) spm_try_bigram(v, text, sym, &h, i - 1, i);
+    dk_buf key = {0};
+    for (int i = 1; i < n_sym; i++) try_bigram(v, text, sym, &h, &key, i - 1, i);
     while (h.n > 0 && !h.failed) {
         spm_bigram b = heap_pop(&h);
         spm_symbol *l = &sym[b.left], *r = &sym[b.right];
-        if (l->len == 0 || r->len == 0 || l->len + r->len != b.len || l->next != b.right) continue;
+        if (l->len == 0 || r->len == 0 || l->len + r->len != b.len || l->next != b.right) continue; /* stale */
         l->len += r->len;
         r->len = 0;
         l->next = r->next;
         if (r->next >= 0) sym[r->next].prev = b.left;
-        spm_try_bigram(v, text, sym, &h, l->prev, b.left);
-        spm_try_bigram(v, text, sym, &h, b.left, l->next);
+        try_bigram(v, text, sym, &h, &key, l->prev, b.left);
+        try_bigram(v, text, sym, &h, &key, b.left, l->next);
     }
-    int failed = h.failed;
+    int failed = h.failed || key.failed;
     dk_free(h.items);
-    for (int i = 0; i >= 0 && !failed; i = sym[i].next) spm_emit(v, text, sym[i].start, sym[i].len, out);
+    dk_buf_free(&key);
+    if (failed) {
+        dk_free(sym);
+        return NULL;
+    }
+    return sym;
+}
+
+static int spm_tokenize(const tok_vocab *v, const char *text, size_t n, id_list *out)
+{
+    if (n == 0) return DK_OK;
+    spm_symbol *sym = merge_pieces(v, text, n);
+    if (!sym) return DK_ERR_NOMEM;
+    for (int i = 0; i >= 0; i = sym[i].next) spm_emit(v, text, sym[i].start, sym[i].len, out);
     dk_free(sym);
-    return failed ? DK_ERR_NOMEM : DK_OK;
+    return DK_OK;
 }
 
 /* SPM fragment: optional leading space, then every ' ' becomes U+2581. */
@@ -537,21 +567,6 @@ static int spm_fragment(const tok_vocab *v, const char *text, size_t n, bool spa
 
 /* ---- byte-level BPE: encoding ---- */
 
-static void bpe_try_bigram(const tok_vocab *v, const char *text, const spm_symbol *sym, spm_heap *h, dk_buf *key,
-                           int left, int right)
-{
-    if (left < 0 || right < 0) return;
-    dk_buf_clear(key);
-    dk_buf_append(key, text + sym[left].start, sym[left].len);
-    dk_buf_putc(key, ' ');
-    dk_buf_append(key, text + sym[right].start, sym[right].len);
-    if (key->failed) return;
-    int32_t rank = merge_rank(v, key->data, key->len);
-    if (rank < 0) return;
-    spm_bigram b = {left, right, -(float)rank, sym[left].len + sym[right].len};
-    heap_push(h, b);
-}
-
 /* Merges one pre-tokenized word (already mapped to GPT-2's printable byte characters). */
 static int bpe_word(const tok_vocab *v, const char *word, size_t n, id_list *out)
 {
@@ -562,34 +577,9 @@ static int bpe_word(const tok_vocab *v, const char *word, size_t n, id_list *out
             return DK_OK;
         }
     }
-    spm_symbol *sym = dk_malloc_array(n, sizeof *sym);
+    spm_symbol *sym = merge_pieces(v, word, n);
     if (!sym) return DK_ERR_NOMEM;
-    int n_sym = 0;
-    for (size_t off = 0; off < n; n_sym++) {
-        size_t l = utf8_len((unsigned char)word[off]);
-        if (l > n - off) l = n - off;
-        sym[n_sym] = (spm_symbol){n_sym - 1, -1, off, l};
-        if (n_sym > 0) sym[n_sym - 1].next = n_sym;
-        off += l;
-    }
-    spm_heap h = {0};
-    dk_buf key = {0};
-    for (int i = 1; i < n_sym; i++) bpe_try_bigram(v, word, sym, &h, &key, i - 1, i);
-    while (h.n > 0 && !h.failed) {
-        spm_bigram b = heap_pop(&h);
-        spm_symbol *l = &sym[b.left], *r = &sym[b.right];
-        if (l->len == 0 || r->len == 0 || l->len + r->len != b.len || l->next != b.right) continue;
-        l->len += r->len;
-        r->len = 0;
-        l->next = r->next;
-        if (r->next >= 0) sym[r->next].prev = b.left;
-        bpe_try_bigram(v, word, sym, &h, &key, l->prev, b.left);
-        bpe_try_bigram(v, word, sym, &h, &key, b.left, l->next);
-    }
-    int failed = h.failed || key.failed;
-    dk_free(h.items);
-    dk_buf_free(&key);
-    for (int i = 0; i >= 0 && !failed; i = sym[i].next) {
+    for (int i = 0; i >= 0; i = sym[i].next) {
         int32_t id = tok_find(v, word + sym[i].start, sym[i].len);
         if (id >= 0) {
             ids_push(out, id);
@@ -603,7 +593,7 @@ static int bpe_word(const tok_vocab *v, const char *word, size_t n, id_list *out
         }
     }
     dk_free(sym);
-    return failed ? DK_ERR_NOMEM : DK_OK;
+    return DK_OK;
 }
 
 static int bpe_emit_word(const tok_vocab *v, const char *text, size_t n, dk_buf *mapped, id_list *out)

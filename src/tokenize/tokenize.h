@@ -1,13 +1,17 @@
 /*
- * tokenize: text <-> token ids with the vocabulary stored in a GGUF file.
+ * tokenize: text <-> token ids with the vocabulary stored in a GGUF file, exactly as
+ * llama.cpp tokenizes (the kit's vectors are the test).
  *
- * This first version implements the SentencePiece tokenizer (tokenizer.ggml.model "llama":
- * Llama 2, TinyLlama, Mistral, stories260K and other SPM vocabularies) exactly as llama.cpp
- * does: score-ordered merges of adjacent pieces, U+2581 for spaces, an optional leading
- * space, byte fallback to <0xXX> tokens, and the special-token partition (control tokens are
- * recognised only when parse_special is asked; user-defined tokens always). Byte-level BPE
- * ("gpt2") and WordPiece ("bert") vocabularies load (pieces, special ids, end-of-generation
- * tokens work) but encoding them returns DK_ERR_UNSUPPORTED until those algorithms land.
+ * - SentencePiece (tokenizer.ggml.model "llama": Llama 2, TinyLlama, Mistral, Phi-3, Gemma):
+ *   score-ordered merges, U+2581 for spaces, optional leading space, byte fallback.
+ * - Byte-level BPE ("gpt2"): the pre-tokenizer regexes of tokenizer.ggml.pre (gpt2,
+ *   llama-bpe/llama3, qwen2, starcoder, falcon, deepseek-coder, deepseek-llm, ...) run with
+ *   PCRE2, then rank-ordered merges over GPT-2's byte characters; NFC first when the vocab
+ *   says tokenizer.ggml.normalizer = "nfc" (written by convert-tokenizer from tokenizer.json).
+ * - WordPiece ("bert"): NFD, marks and controls dropped, lower-cased, punctuation and CJK
+ *   split off, greedy longest match of "▁word"; [CLS] ... [SEP] with add_special.
+ * Special tokens: control tokens are recognised in the text only when parse_special is asked;
+ * user-defined tokens always (llama.cpp's partition, longest token first).
  *
  * Thread safety: a tok_vocab is immutable after tok_vocab_load; use it from any thread.
  */
