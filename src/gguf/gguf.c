@@ -161,7 +161,7 @@ static int read_u64(cursor *c, uint64_t *out)
     return 0;
 }
 
-static size_t value_type_size(enum gguf_value_type t)
+size_t gguf_value_type_size(enum gguf_value_type t)
 {
     switch (t) {
     case GGUF_VAL_UINT8: case GGUF_VAL_INT8: case GGUF_VAL_BOOL: return 1;
@@ -311,14 +311,14 @@ static int parse_value(gguf_kv *kv, cursor *c, size_t at, char *err)
                 if (rc) return rc;
             }
         } else {
-            size_t es = value_type_size(kv->arr_type);
+            size_t es = gguf_value_type_size(kv->arr_type);
             if (n > remaining(c) / es)
                 return dk_fail(err, DK_ERR_FORMAT, "gguf: array '%s' of %llu %s elements runs past the end of the file (size %zu)",
                                kv->key, (unsigned long long)n, value_type_name(et), c->size);
             c->pos += (size_t)n * es;
         }
     } else {
-        size_t es = value_type_size(kv->type);
+        size_t es = gguf_value_type_size(kv->type);
         if (remaining(c) < es)
             return dk_fail(err, DK_ERR_FORMAT, "gguf: value of key '%s' is truncated", kv->key);
         kv->body = c->data + c->pos;
@@ -719,7 +719,7 @@ int gguf_get_arr_str(const gguf_file *f, const char *key, uint64_t i, gguf_str *
 
 double gguf_arr_get_f64(enum gguf_value_type elem_type, const void *data, uint64_t i)
 {
-    const uint8_t *p = (const uint8_t *)data + i * value_type_size(elem_type);
+    const uint8_t *p = (const uint8_t *)data + i * gguf_value_type_size(elem_type);
     if (elem_type == GGUF_VAL_FLOAT32) {
         uint32_t b = load_u32(p);
         float v;
@@ -740,7 +740,7 @@ double gguf_arr_get_f64(enum gguf_value_type elem_type, const void *data, uint64
 
 int64_t gguf_arr_get_i64(enum gguf_value_type elem_type, const void *data, uint64_t i)
 {
-    const uint8_t *p = (const uint8_t *)data + i * value_type_size(elem_type);
+    const uint8_t *p = (const uint8_t *)data + i * gguf_value_type_size(elem_type);
     switch (elem_type) {
     case GGUF_VAL_UINT8: case GGUF_VAL_BOOL: return p[0];
     case GGUF_VAL_INT8: return (int8_t)p[0];

@@ -84,6 +84,9 @@ enum gguf_tensor_type {
     GGUF_TYPE_COUNT = 31  /* upper bound of the numbering, not a type */
 };
 
+/* Bytes of one scalar of a numeric value type (BOOL is 1); 0 for STRING, ARRAY or unknown. */
+size_t gguf_value_type_size(enum gguf_value_type t);
+
 /* Type traits. For an unknown type: block_size 0, block_bytes 0, name NULL. */
 bool gguf_type_is_known(int type);
 size_t gguf_type_block_size(enum gguf_tensor_type type);   /* values per block: 1, 32 or 256 */

@@ -65,17 +65,6 @@ void gguf_writer_free(gguf_writer *w)
     dk_free(w);
 }
 
-static size_t elem_size(enum gguf_value_type t)
-{
-    switch (t) {
-    case GGUF_VAL_UINT8: case GGUF_VAL_INT8: case GGUF_VAL_BOOL: return 1;
-    case GGUF_VAL_UINT16: case GGUF_VAL_INT16: return 2;
-    case GGUF_VAL_UINT32: case GGUF_VAL_INT32: case GGUF_VAL_FLOAT32: return 4;
-    case GGUF_VAL_UINT64: case GGUF_VAL_INT64: case GGUF_VAL_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 static void put_le(dk_buf *b, uint64_t v, size_t n_bytes)
 {
     uint8_t tmp[8];
@@ -134,7 +123,7 @@ static int set_value(gguf_writer *w, const char *key, enum gguf_value_type type,
 static int set_scalar(gguf_writer *w, const char *key, enum gguf_value_type type, uint64_t bits)
 {
     dk_buf b = {0};
-    put_le(&b, bits, elem_size(type));
+    put_le(&b, bits, gguf_value_type_size(type));
     return set_value(w, key, type, &b);
 }
 
@@ -162,7 +151,7 @@ int gguf_writer_set_str(gguf_writer *w, const char *key, const char *s)
 
 int gguf_writer_set_arr(gguf_writer *w, const char *key, enum gguf_value_type elem_type, const void *data, uint64_t n)
 {
-    size_t es = elem_size(elem_type);
+    size_t es = gguf_value_type_size(elem_type);
     size_t n_bytes;
     if (es == 0 || (n && !data) || n > SIZE_MAX || dk_mul_size((size_t)n, es, &n_bytes)) return DK_ERR_ARG;
     dk_buf b = {0};
