@@ -116,13 +116,14 @@ int cli_parse_ids(const char *cmd, const char *option, const char *s, int32_t **
     return 0;
 }
 
-int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_threads, engine_model **out)
+int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_threads, bool exact, engine_model **out)
 {
     char err[DK_ERRLEN];
     engine_load_params lp;
     engine_load_params_default(&lp);
     lp.vocab_only = vocab_only;
     lp.n_threads = n_threads;
+    lp.exact = exact;
     if (engine_model_load(out, model, &lp, err) != DK_OK) return cli_error(cmd, "%s", err);
     return 0;
 }

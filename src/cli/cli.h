@@ -23,6 +23,7 @@ int cli_embed(int argc, char **argv);
 int cli_synth(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_convert_tokenizer(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 
 /* ---- helpers (args.c) ---- */
 
@@ -43,8 +44,9 @@ int cli_parse_float(const char *cmd, const char *option, const char *s, float mi
  * each in [0, INT32_MAX]. 0 or -1 after cli_error. */
 int cli_parse_ids(const char *cmd, const char *option, const char *s, int32_t **ids, size_t *n_ids);
 
-/* Loads MODEL (a path to a .gguf file) or reports the error; 0 or 1. */
-int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_threads, engine_model **out);
+/* Loads MODEL (a path to a .gguf file) or reports the error; 0 or 1. exact: the reference
+ * numerics (engine_load_params.exact) instead of the fast ones. */
+int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_threads, bool exact, engine_model **out);
 
 /* Usage text of a command, or NULL for an unknown one (main.c). */
 const char *cli_usage(const char *cmd);

@@ -17,6 +17,7 @@ int cli_embed(int argc, char **argv)
     const char **texts = NULL; /* (n_texts) pointers into argv */
     size_t n_texts = 0;
     long n_threads = 0;
+    bool exact = false;
     bool only_positional = false;
     texts = dk_calloc((size_t)argc, sizeof(char *));
     if (!texts) return cli_error(CMD, "out of memory");
@@ -29,6 +30,7 @@ int cli_embed(int argc, char **argv)
             continue;
         }
         if (strcmp(a, "--") == 0) { only_positional = true; continue; }
+        if (!only_positional && strcmp(a, "--exact") == 0) { exact = true; continue; }
         if ((r = cli_opt_value(CMD, argc, argv, &i, "--threads", &v)) != 0) {
             if (r < 0 || cli_parse_long(CMD, "--threads", v, 1, 1024, &n_threads)) goto fail;
             continue;
@@ -41,7 +43,7 @@ int cli_embed(int argc, char **argv)
         goto fail;
     }
     engine_model *model = NULL;
-    if (cli_load_model(CMD, model_path, false, (int)n_threads, &model)) goto fail;
+    if (cli_load_model(CMD, model_path, false, (int)n_threads, exact, &model)) goto fail;
     char err[DK_ERRLEN];
     int status = 1;
     size_t n_embd = engine_n_embd(model);

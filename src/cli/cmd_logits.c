@@ -69,6 +69,7 @@ int cli_logits(int argc, char **argv)
 {
     const char *model_path = NULL, *tokens_arg = NULL, *force_arg = NULL;
     long top = 10, n_gen = 0, n_threads = 0, n_ctx = 0;
+    bool fast = false; /* logits inspect numbers: the reference numerics unless --fast */
     bool json = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -79,6 +80,7 @@ int cli_logits(int argc, char **argv)
             continue;
         }
         if (strcmp(a, "--json") == 0) { json = true; continue; }
+        if (strcmp(a, "--fast") == 0) { fast = true; continue; }
 #define OPT(name) ((r = cli_opt_value(CMD, argc, argv, &i, name, &v)) != 0)
         if (OPT("--tokens")) { if (r < 0) return 1; tokens_arg = v; continue; }
         if (OPT("--force")) { if (r < 0) return 1; force_arg = v; continue; }
@@ -104,7 +106,7 @@ int cli_logits(int argc, char **argv)
     json_t *root = NULL, *positions = NULL;
     if (cli_parse_ids(CMD, "--tokens", tokens_arg, &prompt, &n_prompt)) goto done;
     if (force_arg && cli_parse_ids(CMD, "--force", force_arg, &forced, &n_forced)) goto done;
-    if (cli_load_model(CMD, model_path, false, (int)n_threads, &model)) goto done;
+    if (cli_load_model(CMD, model_path, false, (int)n_threads, !fast, &model)) goto done;
     size_t n_vocab = engine_n_vocab(model);
     for (size_t i = 0; i < n_prompt + n_forced; i++) {
         int32_t t = i < n_prompt ? prompt[i] : forced[i - n_prompt];

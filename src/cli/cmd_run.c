@@ -20,7 +20,7 @@ typedef struct run_opts {
     const char *system;
     dk_buf prompt;          /* the positional words after MODEL, joined by spaces */
     bool have_prompt;
-    bool raw, verbose;
+    bool raw, verbose, exact;
     bool seed_set;
     long n_ctx;
     long n_threads;
@@ -146,6 +146,7 @@ static int parse_args(run_opts *o, int argc, char **argv)
         if (strcmp(a, "--") == 0) { only_positional = true; continue; }
         if (strcmp(a, "--raw") == 0) { o->raw = true; continue; }
         if (strcmp(a, "--verbose") == 0) { o->verbose = true; continue; }
+        if (strcmp(a, "--exact") == 0) { o->exact = true; continue; }
 #define OPT(name) ((r = cli_opt_value(CMD, argc, argv, &i, name, &v)) != 0)
         if (OPT("--system")) { if (r < 0) return -1; o->system = v; continue; }
         if (OPT("--temperature")) { if (r < 0 || cli_parse_float(CMD, "--temperature", v, 0, 100, &sp->temperature)) return -1; continue; }
@@ -210,7 +211,7 @@ int cli_run(int argc, char **argv)
     if (!o.seed_set) o.gen.sampling.seed = dk_now_ns() ^ ((uint64_t)getpid() << 32);
     o.gen.stops = o.stops;
     o.gen.n_stops = o.n_stops;
-    if (cli_load_model(CMD, o.model, false, (int)o.n_threads, &model)) goto done;
+    if (cli_load_model(CMD, o.model, false, (int)o.n_threads, o.exact, &model)) goto done;
     if (engine_is_embedding(model)) {
         cli_error(CMD, "%s is an embedding model; use duckling embed", o.model);
         goto done;

@@ -51,7 +51,7 @@ int cli_tokenize(int argc, char **argv)
     int status = 1;
     int32_t *tokens = NULL;
     size_t n_tokens = 0;
-    if (cli_load_model(CMD, model_path, true, 1, &model)) goto done;
+    if (cli_load_model(CMD, model_path, true, 1, true, &model)) goto done;
     if (engine_tokenize(model, text, n_bytes, add_special, parse_special, &tokens, &n_tokens, err) != DK_OK) {
         cli_error(CMD, "%s", err);
         goto done;

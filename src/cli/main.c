@@ -33,21 +33,34 @@ static const cli_command commands[] = {
      "  --stop TEXT            stop string, repeatable; not printed\n"
      "  --ctx N                context length (default: the model's, at most 4096)\n"
      "  --threads N            threads (default: all cores)\n"
-     "  --verbose              print timings to stderr after the answer\n"},
+     "  --verbose              print timings to stderr after the answer\n"
+     "  --exact                reference numerics: F32 math on dequantized weights, F32 KV cache\n"
+     "                         (default: int8 activations and an F16 KV cache, as llama.cpp)\n"},
     {"logits", cli_logits, "print the top logits of every position of a token sequence",
      "usage: duckling logits MODEL --tokens 1,2,3 [--top 10] [--json] [--gen N | --force 4,5,6]\n"
      "  Evaluates the ids in one batch and prints, per position, the top (id, logit) pairs,\n"
      "  highest first (ties: lower id first). --gen N then decodes N greedy tokens one at a time;\n"
      "  --force feeds the given ids one at a time instead; both add their positions.\n"
      "  --json prints {\"n_vocab\": N, \"positions\": [[[id, logit], ...], ...]}.\n"
+     "  The logits are the reference numerics (F32 math on dequantized weights, F32 KV cache);\n"
+     "  --fast gives those of run (int8 activations, F16 KV cache).\n"
      "  Also: --ctx N, --threads N.\n"},
     {"tokenize", cli_tokenize, "print the token ids of a text",
      "usage: duckling tokenize MODEL (TEXT | --file F) [--json] [--parse-special] [--add-special]\n"
      "  One line of ids separated by spaces, or a JSON array with --json. By default special\n"
      "  token texts are plain text and no BOS/EOS is added. Vocab-only GGUFs are fine.\n"},
     {"embed", cli_embed, "print normalised embeddings of texts",
-     "usage: duckling embed MODEL TEXT... [--threads N]\n"
-     "  Prints one JSON array of L2-normalised vectors, one per TEXT.\n"},
+     "usage: duckling embed MODEL TEXT... [--threads N] [--exact]\n"
+     "  Prints one JSON array of L2-normalised vectors, one per TEXT. --exact: reference numerics.\n"},
+    {"bench", cli_bench, "measure prompt (pp) and generation (tg) tokens/s, as llama-bench does",
+     "usage: duckling bench MODEL [-p 512] [-n 128] [-d 0] [-t THREADS] [-r 5] [-b 512] [--json] [--exact]\n"
+     "  -p N   prompt tokens per pp test (0 = none)      -n N   tokens generated per tg test (0 = none)\n"
+     "  -d N   context depth: N tokens evaluated (untimed) before each repetition\n"
+     "  -t N   threads (default: all cores)              -r N   repetitions (default 5)\n"
+     "  -b N   prompt batch size (default 512)\n"
+     "  --json one object per test: avg_ts, stddev_ts, samples_ts, avg_ns, ... (llama-bench's fields)\n"
+     "  --exact  the reference numerics instead of the fast ones\n"
+     "  One warmup run per test; each repetition starts from an empty KV cache. Random tokens.\n"},
     {"synth", cli_synth, "write a random-weight GGUF model with real shapes",
      "usage: duckling synth --preset NAME --quant TYPE --out F.gguf [--seed S] [--layers N]\n"
      "                      [--vocab-from TOKENIZER.gguf] [--threads N] | --list\n"},

@@ -26,6 +26,8 @@
  * to general.file_type (llama.cpp's LLAMA_FTYPE numbering) or -1 if unknown; *base gets the
  * type used for most 2-D weights. */
 int convert_ftype_from_name(const char *name, enum gguf_tensor_type *base);
+/* The name of a general.file_type number ("Q4_K_M"), NULL if unknown. Static string. */
+const char *convert_ftype_name(int ftype);
 
 /* Type chosen for one tensor: 1-D tensors stay F32, 2-D+ weights get the type's (plain
  * names: that type for every weight) or the mix's type for their name and layer (mixes follow

@@ -24,6 +24,14 @@ static const struct { const char *name; int ftype; enum gguf_tensor_type base; }
     {"BF16", 32, GGUF_TYPE_BF16},
 };
 
+const char *convert_ftype_name(int ftype)
+{
+    const char *name = NULL; /* the last match: Q4_K_S rather than Q4_K for 14 */
+    for (size_t i = 0; i < sizeof k_ftypes / sizeof k_ftypes[0]; i++)
+        if (k_ftypes[i].ftype == ftype) name = k_ftypes[i].name;
+    return name;
+}
+
 int convert_ftype_from_name(const char *name, enum gguf_tensor_type *base)
 {
     if (!name) return -1;

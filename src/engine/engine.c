@@ -24,6 +24,7 @@ struct engine_model {
     char *chat_template;  /* owned copy or NULL */
     size_t n_vocab, n_embd, n_ctx_train;
     int n_threads;
+    enum model_numerics numerics;
     double load_ms;
 };
 
@@ -39,6 +40,7 @@ void engine_load_params_default(engine_load_params *params)
 {
     params->vocab_only = false;
     params->n_threads = 0;
+    params->exact = false;
 }
 
 static int default_threads(void)
@@ -121,6 +123,7 @@ int engine_model_load(engine_model **out, const char *path, const engine_load_pa
     }
     m->chat_template = gguf_strdup_key(m->gguf, "tokenizer.chat_template");
     m->n_threads = params->n_threads > 0 ? params->n_threads : default_threads();
+    m->numerics = params->exact ? MODEL_NUMERICS_EXACT : MODEL_NUMERICS_FAST;
     rc = tok_vocab_load(&m->vocab, m->gguf, err);
     if (rc != DK_OK) goto fail;
     m->n_vocab = tok_n_vocab(m->vocab);
@@ -201,6 +204,7 @@ int engine_session_new(engine_session **out, engine_model *model, const engine_s
     model_ctx_params cp = model_ctx_default_params();
     cp.n_ctx = (int64_t)n_ctx;
     cp.n_threads = params->n_threads > 0 ? params->n_threads : model->n_threads;
+    cp.numerics = model->numerics;
     int rc = s->logits ? model_ctx_new(&s->ctx, model->net, &cp, err) : dk_fail(err, DK_ERR_NOMEM, "out of memory");
     if (rc != DK_OK) {
         engine_session_free(s);
@@ -370,6 +374,7 @@ int engine_embed(engine_model *model, const char *text, size_t n_bytes, bool nor
     cp.n_ctx = (int64_t)n_tokens;
     cp.n_batch = (int64_t)n_tokens;
     cp.n_threads = model->n_threads;
+    cp.numerics = model->numerics;
     rc = model_ctx_new(&ctx, model->net, &cp, err);
     if (rc == DK_OK) rc = model_encode(ctx, tokens, (int64_t)n_tokens, MODEL_POOLING_UNSPECIFIED, normalize, out, err);
     model_ctx_free(ctx);

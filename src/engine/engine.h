@@ -33,6 +33,9 @@ typedef struct engine_session engine_session;
 typedef struct engine_load_params {
     bool vocab_only; /* tokenizer only (vocab-only GGUFs); sessions cannot be made */
     int n_threads;   /* threads for the forward pass; <= 0: the number of cores */
+    bool exact;      /* F32 math on dequantized weights and an F32 KV cache, for this model's
+                        sessions and embeddings; default false: llama.cpp's faster numerics
+                        (int8 activations, F16 KV cache), see model.h MODEL_NUMERICS_* */
 } engine_load_params;
 
 void engine_load_params_default(engine_load_params *params);

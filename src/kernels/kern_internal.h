@@ -83,10 +83,88 @@ static inline void kern_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8
 /* A row dot product: sum_i dequant(row)[i] * x[i], n a multiple of the block size. */
 typedef float (*kern_dot_fn)(const void *row, const float *x, int64_t n);
 
+/* ---- the fast path: integer weights against quantized activations ----
+ *
+ * Every quantized weight type is read as super-blocks of sbk values (its own block: 32 for
+ * the legacy types, 256 for the K-quants), each made of sub-blocks of bk values (16 or 32)
+ * that share a float scale ws and offset mw:   w_i = ws * u_i + mw,   u_i an unsigned byte.
+ * (Q4_0: u = nibble, ws = d, mw = -8d; Q8_0: u = q + 128, mw = -128d; Q4_K: ws = d*sc_j,
+ * mw = -dmin*m_j; Q6_K: u = 6-bit value, mw = -32*ws; ...)
+ *
+ * Activations are quantized per super-block to int8 with one float scale (kern_act_sb):
+ * x_i ~= d * q_i, and carry the float sums S_j of q over each sub-block. Then
+ *     sum_i w_i x_i ~= sum_sb d * sum_j (ws_j * I_j + mw_j * S_j),   I_j = sum_{i in j} u_i q_i
+ * where I_j is an exact integer dot product (u8 x s8, what VNNI's vpdpbusd computes).
+ * This is ggml's scheme (Q8_0 / Q8_K activations), with float rather than fp16 activation
+ * scales. The scalar reference (quants_fast.c) defines the numbers; the ISA variants only
+ * change the order of the float additions. */
+typedef struct kern_qgeom {
+    int sbk;       /* values per super-block: the weight type's block size (32 or 256) */
+    int bk;        /* values per sub-block sharing ws/mw: 16 or 32 */
+    int u_max;     /* largest unsigned weight value (AVX2's 16-bit pair sums need u <= 127) */
+} kern_qgeom;
+
+/* Activation row for super-blocks of sbk values with sub-blocks of bk: per super-block
+ *     float d; float s[sbk / bk]; int8_t q[sbk];
+ * (kern_act_sb_bytes(g) bytes each, q 4-byte aligned). */
+static inline size_t kern_act_sb_bytes(const kern_qgeom *g) { return 4 + 4 * (size_t)(g->sbk / g->bk) + (size_t)g->sbk; }
+static inline size_t kern_act_q_offset(const kern_qgeom *g) { return 4 + 4 * (size_t)(g->sbk / g->bk); }
+
+/* Geometry of a weight type on the fast path, NULL for F32/F16/BF16 (which stay float). */
+const kern_qgeom *kern_qgeom_of(enum gguf_tensor_type type);
+
+/* Panel: 32 weight rows unpacked for the GEMM micro-kernels. For each sub-block (k0 = 0, bk,
+ * 2bk, ... < n_in), KERN_PANEL_ROWS rows:
+ *     uint8_t u[bk / 4][32][4];   u of row r, values k0+4g .. k0+4g+3 at [g][r][0..3]
+ *     float ws[32], mw[32];
+ * Rows past the matrix end are zero (ws = mw = 0). */
+#define KERN_PANEL_ROWS 32
+static inline size_t kern_panel_sub_bytes(const kern_qgeom *g) { return (size_t)g->bk * KERN_PANEL_ROWS + 2 * 4 * KERN_PANEL_ROWS; }
+static inline size_t kern_panel_bytes(const kern_qgeom *g, int64_t n_in) { return (size_t)(n_in / g->bk) * kern_panel_sub_bytes(g); }
+
+/* Quantizes n activations (n a multiple of g->sbk) into kern_act rows. */
+typedef void (*kern_act_quant_fn)(const kern_qgeom *g, const float *x, void *dst, int64_t n);
+/* Fast dot of one weight row with one quantized activation row. */
+typedef float (*kern_qdot_fn)(const void *row, const void *xa, int64_t n);
+/* y[t * y_stride + r] = sum over the panel's n_in values of row r with activation row t
+ * (xa + t * xa_stride), for t < n_tok and r < n_rows (<= 32). */
+typedef void (*kern_gemm_q_fn)(const kern_qgeom *g, const uint8_t *panel, int64_t n_in, const uint8_t *xa,
+                               size_t xa_stride, int64_t n_tok, float *y, int64_t y_stride, int n_rows);
+/* Float panel: n_in values of 32 rows, value k of row r at [k][r]. Same contract, float x
+ * (x + t * x_stride); accumulate adds to y instead of storing (for chunks of n_in). */
+typedef void (*kern_gemm_f_fn)(const float *panel, int64_t n_in, const float *x, int64_t x_stride, int64_t n_tok,
+                               float *y, int64_t y_stride, int n_rows, bool accumulate);
+
+/* The two attention products (contracts in kernels.h: kern_attn_scores, kern_attn_values). */
+typedef void (*kern_attn_scores_fn)(const float *q, int n_head, int dim, const void *kt, bool f16, int64_t p0, int64_t p1,
+                                    float *sc, int64_t sc_stride);
+typedef void (*kern_attn_values_fn)(const float *w, int64_t w_stride, int n_head, int dim, const void *v, bool f16,
+                                    int64_t p0, int64_t p1, float *out, int64_t out_stride);
+void kern_ref_attn_scores(const float *q, int n_head, int dim, const void *kt, bool f16, int64_t p0, int64_t p1, float *sc,
+                          int64_t sc_stride);
+void kern_ref_attn_values(const float *w, int64_t w_stride, int n_head, int dim, const void *v, bool f16, int64_t p0,
+                          int64_t p1, float *out, int64_t out_stride);
+
 /* What an instruction-set variant provides; NULL entries fall back to the reference. */
 typedef struct kern_isa_ops {
     kern_dot_fn dot[GGUF_TYPE_COUNT];
+    kern_qdot_fn qdot[GGUF_TYPE_COUNT];
+    kern_act_quant_fn act_quant;
+    kern_gemm_q_fn gemm_q;
+    kern_gemm_f_fn gemm_f;
+    kern_attn_scores_fn attn_scores;
+    kern_attn_values_fn attn_values;
 } kern_isa_ops;
+
+/* quants_fast.c: the reference of the fast path. */
+void kern_ref_act_quant(const kern_qgeom *g, const float *x, void *dst, int64_t n);
+/* One super-block i_sb of a weight row: u (sbk bytes), ws and mw (sbk / bk floats). */
+void kern_ref_unpack_sb(enum gguf_tensor_type type, const void *row, int64_t i_sb, uint8_t *u, float *ws, float *mw);
+/* Packs rows [r0, r0 + n_rows) (n_rows <= 32) of a matrix into a panel. */
+void kern_panel_pack(const kern_matrix *w, int64_t r0, int n_rows, uint8_t *panel);
+/* Float panel of rows [r0, r0+n_rows), values [k0, k0+n_k): dst[(k - k0) * 32 + r]. */
+void kern_panel_pack_f(const kern_matrix *w, int64_t r0, int n_rows, int64_t k0, int64_t n_k, float *dst);
+void kern_ref_fill_fast_ops(kern_isa_ops *ops);
 
 /* quants_ref.c */
 void kern_ref_dequantize_row(enum gguf_tensor_type type, const void *src, float *dst, int64_t n);
@@ -96,6 +174,8 @@ void kern_ref_fill_ops(kern_isa_ops *ops);  /* every weight type's reference dot
 /* arch/x86 (only built on x86-64); each overrides the entries it implements. */
 void kern_avx2_fill_ops(kern_isa_ops *ops);
 void kern_avx512_fill_ops(kern_isa_ops *ops);
+void kern_avx2_fill_fast_ops(kern_isa_ops *ops);
+void kern_avx512_fill_fast_ops(kern_isa_ops *ops);
 
 /* kernels.c: the table of the active variant. */
 const kern_isa_ops *kern_ops(void);

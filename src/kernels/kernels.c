@@ -75,9 +75,16 @@ static void ops_build(enum kern_isa isa)
 {
     kern_isa_ops ops;
     kern_ref_fill_ops(&ops);
+    kern_ref_fill_fast_ops(&ops);
 #if defined(__x86_64__)
-    if (isa == KERN_ISA_AVX2) kern_avx2_fill_ops(&ops);
-    if (isa == KERN_ISA_AVX512) kern_avx512_fill_ops(&ops);
+    if (isa == KERN_ISA_AVX2) {
+        kern_avx2_fill_ops(&ops);
+        kern_avx2_fill_fast_ops(&ops);
+    }
+    if (isa == KERN_ISA_AVX512) {
+        kern_avx512_fill_ops(&ops);
+        kern_avx512_fill_fast_ops(&ops);
+    }
 #endif
     g_ops = ops;
     g_isa = isa;

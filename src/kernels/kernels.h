@@ -79,6 +79,38 @@ typedef struct kern_pool kern_pool;
  * X: (n_tok, n_in) row-major floats; Y: (n_tok, n_out). pool may be NULL (single-threaded). */
 void kern_matmul(const kern_matrix *w, const float *x, int64_t n_tok, float *y, kern_pool *pool);
 
+/* ---- precision of matrix products ----
+ * EXACT: F32 math on the dequantized weights (kern_matmul; the kit's "exact" references).
+ * FAST: what llama.cpp computes, faster: activations are quantized to int8 per block (a
+ * float scale per 32 values for the legacy types, per 256 for the K-quants, as ggml's
+ * Q8_0/Q8_K but with float scales) and multiplied with the weights' integers exactly;
+ * F32/F16/BF16 weights keep F32 activations. Prefill batches go through packed panels and
+ * register-blocked micro-kernels (VNNI where the CPU has it). */
+enum kern_precision {
+    KERN_PRECISION_EXACT = 0,
+    KERN_PRECISION_FAST = 1,
+};
+
+/* Scratch of kern_matmul_many: quantized activations and per-thread panels, sized for up
+ * to max_tok rows of up to max_in values and n_threads threads. Free with
+ * kern_workspace_free. NULL when out of memory. */
+typedef struct kern_workspace kern_workspace;
+kern_workspace *kern_workspace_new(int64_t max_tok, int64_t max_in, int n_threads);
+void kern_workspace_free(kern_workspace *ws); /* NULL is fine */
+
+/* One product of a kern_matmul_many call: y (n_tok, w->n_out) = x w^T. */
+typedef struct kern_mm {
+    const kern_matrix *w;
+    float *y;
+} kern_mm;
+
+/* Computes every product of mm[0..n_mm) for the same input x (n_tok, n_in) (all w with the
+ * same n_in <= the workspace's max_in, n_tok <= max_tok) in one parallel run. EXACT gives
+ * exactly kern_matmul's results. n_mm <= KERN_MM_MAX. */
+#define KERN_MM_MAX 4
+void kern_matmul_many(const kern_mm *mm, int n_mm, const float *x, int64_t n_tok, enum kern_precision prec,
+                      kern_workspace *ws, kern_pool *pool);
+
 /* ---- element-wise and row kernels (out may equal x) ---- */
 void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps); /* w may be NULL */
 void kern_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
@@ -100,10 +132,30 @@ void kern_softcap(float *x, float cap, int64_t n);  /* x = cap * tanh(x / cap) *
 void kern_rope(float *x, int n_head, int head_dim, int n_rot, int64_t pos, float base,
                const float *freq_factors, bool neox);
 
+/* ---- attention over a KV cache ----
+ * One kv head's cache holds keys in blocks of KERN_KV_BLOCK positions, transposed: the
+ * key of position p, dimension d is element (p / 16) * dim * 16 + d * 16 + p % 16 (allocate
+ * whole blocks); values are row-major: element p * dim + d. Elements are F32 or, with f16,
+ * IEEE half floats. */
+#define KERN_KV_BLOCK 16
+void kern_kv_store_k(void *kt, bool f16, int dim, int64_t pos, const float *k);  /* k: (dim) */
+void kern_kv_store_v(void *v, bool f16, int dim, int64_t pos, const float *x);   /* x: (dim) */
+/* sc[h * sc_stride + p - p0] = q_h . k_p for heads h < n_head (q: (n_head, dim)) and
+ * positions p0 <= p <= p1 of one kv head. */
+void kern_attn_scores(const float *q, int n_head, int dim, const void *kt, bool f16, int64_t p0, int64_t p1, float *sc,
+                      int64_t sc_stride);
+/* out[h * out_stride + d] = sum_{p0 <= p <= p1} w[h * w_stride + p - p0] * v_p[d]. */
+void kern_attn_values(const float *w, int64_t w_stride, int n_head, int dim, const void *v, bool f16, int64_t p0,
+                      int64_t p1, float *out, int64_t out_stride);
+
 /* ---- thread pool ----
  * kern_pool_run calls fn(ctx, i_task, n_tasks) for every i_task in [0, n_tasks) spread over
  * the pool's threads (the caller's thread works too) and returns when all are done. */
 kern_pool *kern_pool_new(int n_threads);   /* n_threads >= 1; NULL on failure */
+/* As kern_pool_run, and fn also learns which thread runs it: i_thread in [0, n_threads),
+ * the caller being 0, so tasks can use per-thread scratch. */
+void kern_pool_run_threads(kern_pool *p, void (*fn)(void *ctx, int i_task, int n_tasks, int i_thread), void *ctx,
+                           int n_tasks);
 void kern_pool_free(kern_pool *p);         /* NULL is fine */
 int kern_pool_threads(const kern_pool *p); /* 1 for NULL */
 void kern_pool_run(kern_pool *p, void (*fn)(void *ctx, int i_task, int n_tasks), void *ctx, int n_tasks);

@@ -443,10 +443,15 @@ const gguf_file *model_get_file(const model_weights *m) { return m->file; }
 struct model_ctx {
     const model_weights *m;
     kern_pool *pool;
+    kern_workspace *ws;     /* FAST only: quantized activations and panels */
+    enum kern_precision prec;
     int n_threads;
     int64_t n_ctx, n_batch, n_past;
-    float *k_cache;   /* (n_layer, n_head_kv, n_ctx, head_dim_k) */
-    float *v_cache;   /* (n_layer, n_head_kv, n_ctx, head_dim_v) */
+    int64_t n_kv;           /* positions per kv head in the cache: n_ctx rounded up to KERN_KV_BLOCK */
+    bool kv_f16;
+    size_t kv_elem;         /* bytes per cache element: 2 or 4 */
+    void *k_cache;          /* (n_layer, n_head_kv) heads of n_kv keys (transposed blocks) */
+    void *v_cache;          /* (n_layer, n_head_kv, n_kv, head_dim_v) */
     /* scratch, sized for n_batch tokens */
     float *x;         /* (n_batch, n_embd) residual stream */
     float *cur;       /* (n_batch, n_embd) normed input */
@@ -458,12 +463,12 @@ struct model_ctx {
     float *tmp;       /* (n_batch, n_embd) */
     float *gate;      /* (n_batch, 2 * n_ff) */
     float *up;        /* (n_batch, n_ff) */
-    float *scores;    /* (n_threads, n_ctx) */
+    float *scores;    /* (n_threads, n_head / n_head_kv, n_kv) */
 };
 
 model_ctx_params model_ctx_default_params(void)
 {
-    model_ctx_params p = {0, 0, 0};
+    model_ctx_params p = {0, 0, 0, MODEL_NUMERICS_EXACT};
     return p;
 }
 
@@ -471,23 +476,27 @@ void model_ctx_free(model_ctx *c)
 {
     if (!c) return;
     kern_pool_free(c->pool);
-    float *bufs[] = {c->k_cache, c->v_cache, c->x, c->cur, c->q, c->k, c->v, c->qkv, c->att,
-                     c->tmp, c->gate, c->up, c->scores};
+    kern_workspace_free(c->ws);
+    void *bufs[] = {c->k_cache, c->v_cache, c->x, c->cur, c->q, c->k, c->v, c->qkv, c->att,
+                    c->tmp, c->gate, c->up, c->scores};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dk_free(bufs[i]);
     dk_free(c);
 }
 
-static float *alloc_floats(size_t a, size_t b, size_t cc, bool *fail)
+/* a * b * cc elements of elem bytes, zeroed (the KV cache is read in whole blocks) */
+static void *alloc_zeroed(size_t a, size_t b, size_t cc, size_t elem, bool *fail)
 {
     size_t n;
-    if (dk_mul_size(a, b, &n) || dk_mul_size(n, cc, &n) || dk_mul_size(n, sizeof(float), &n) || n == 0) {
+    if (dk_mul_size(a, b, &n) || dk_mul_size(n, cc, &n) || dk_mul_size(n, elem, &n) || n == 0) {
         *fail = true;
         return NULL;
     }
-    float *p = dk_calloc(1, n);
+    void *p = dk_calloc(1, n);
     if (!p) *fail = true;
     return p;
 }
+
+static float *alloc_floats(size_t a, size_t b, size_t cc, bool *fail) { return alloc_zeroed(a, b, cc, sizeof(float), fail); }
 
 int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_params *params, char *err)
 {
@@ -508,13 +517,17 @@ int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_param
     c->n_ctx = p.n_ctx;
     c->n_batch = p.n_batch;
     c->n_threads = p.n_threads;
-    size_t B = (size_t)p.n_batch, L = (size_t)hp->n_layer, C = (size_t)p.n_ctx;
+    c->prec = p.numerics == MODEL_NUMERICS_FAST ? KERN_PRECISION_FAST : KERN_PRECISION_EXACT;
+    c->kv_f16 = p.numerics == MODEL_NUMERICS_FAST && hp->causal;
+    c->kv_elem = c->kv_f16 ? 2 : 4;
+    c->n_kv = (p.n_ctx + KERN_KV_BLOCK - 1) / KERN_KV_BLOCK * KERN_KV_BLOCK;
+    size_t B = (size_t)p.n_batch, L = (size_t)hp->n_layer, C = (size_t)c->n_kv;
     size_t q_dim = (size_t)(hp->n_head * hp->head_dim_k), k_dim = (size_t)(hp->n_head_kv * hp->head_dim_k);
     size_t v_dim = (size_t)(hp->n_head_kv * hp->head_dim_v), o_in = (size_t)(hp->n_head * hp->head_dim_v);
-    size_t E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    size_t E = (size_t)hp->n_embd, F = (size_t)hp->n_ff, group = (size_t)(hp->n_head / hp->n_head_kv);
     bool fail = false;
-    c->k_cache = alloc_floats(L, C, k_dim, &fail);
-    c->v_cache = alloc_floats(L, C, v_dim, &fail);
+    c->k_cache = alloc_zeroed(L, C, k_dim, c->kv_elem, &fail);
+    c->v_cache = alloc_zeroed(L, C, v_dim, c->kv_elem, &fail);
     c->x = alloc_floats(B, E, 1, &fail);
     c->cur = alloc_floats(B, E, 1, &fail);
     c->q = alloc_floats(B, q_dim, 1, &fail);
@@ -525,10 +538,17 @@ int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_param
     c->tmp = alloc_floats(B, E, 1, &fail);
     c->gate = alloc_floats(B, 2 * F, 1, &fail);
     c->up = alloc_floats(B, F, 1, &fail);
-    c->scores = alloc_floats((size_t)p.n_threads, C, 1, &fail);
+    c->scores = alloc_floats((size_t)p.n_threads, group, C, &fail);
     if (!fail && p.n_threads > 1) {
         c->pool = kern_pool_new(p.n_threads);
         if (!c->pool) fail = true;
+    }
+    if (!fail && c->prec == KERN_PRECISION_FAST) {
+        size_t max_in = E > F ? E : F;
+        if (q_dim > max_in) max_in = q_dim;
+        if (o_in > max_in) max_in = o_in;
+        c->ws = kern_workspace_new(p.n_batch, (int64_t)max_in, p.n_threads);
+        if (!c->ws) fail = true;
     }
     if (fail) {
         model_ctx_free(c);
@@ -559,48 +579,54 @@ typedef struct attn_job {
     bool causal;
 } attn_job;
 
-/* One (token, head) pair after another, split over the tasks; task i uses scores row i. */
-static void attn_task(void *ctx, int i_task, int n_tasks)
+/* The cache of kv head hk of layer il: keys (transposed blocks) and values. */
+static void *kv_head(const model_ctx *c, void *cache, int64_t il, int64_t hk, int64_t dim)
+{
+    size_t heads = (size_t)(il * c->m->hp.n_head_kv + hk);
+    return (uint8_t *)cache + heads * (size_t)c->n_kv * (size_t)dim * c->kv_elem;
+}
+
+/* (token, kv head) pairs split over the tasks: the scores of the kv head's group of query
+ * heads, their softmax, and the weighted values. Thread i_thread uses scores block i. */
+static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
 {
     const attn_job *j = ctx;
     model_ctx *c = j->c;
     const model_hparams *hp = &c->m->hp;
     int64_t H = hp->n_head, Hkv = hp->n_head_kv, dk = hp->head_dim_k, dv = hp->head_dim_v;
     int64_t group = H / Hkv;
-    int64_t n_pairs = j->n_tok * H;
+    int64_t n_pairs = j->n_tok * Hkv;
     int64_t begin = n_pairs * i_task / n_tasks, end = n_pairs * (i_task + 1) / n_tasks;
-    float *sc = c->scores + (size_t)i_task * (size_t)c->n_ctx;
-    const float *kc = c->k_cache + (size_t)j->il * (size_t)(Hkv * c->n_ctx * dk);
-    const float *vc = c->v_cache + (size_t)j->il * (size_t)(Hkv * c->n_ctx * dv);
+    float *sc = c->scores + (size_t)i_thread * (size_t)group * (size_t)c->n_kv;
     for (int64_t p = begin; p < end; p++) {
-        int64_t t = p / H, h = p % H, hk = h / group;
+        int64_t t = p / Hkv, hk = p % Hkv;
         int64_t qpos = j->pos0 + t;
         int64_t last = j->causal ? qpos : j->pos0 + j->n_tok - 1;
         int64_t first = 0;
         if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
-        const float *qv = c->q + (size_t)(t * H * dk + h * dk);
-        const float *kh = kc + (size_t)(hk * c->n_ctx * dk);
-        const float *vh = vc + (size_t)(hk * c->n_ctx * dv);
         int64_t n = last - first + 1;
-        for (int64_t s = 0; s < n; s++) {
-            const float *kv = kh + (size_t)((first + s) * dk);
-            float d = 0;
-            for (int64_t i = 0; i < dk; i++) d += qv[i] * kv[i];
-            sc[s] = d;
+        const float *qv = c->q + (size_t)(t * H * dk + hk * group * dk);
+        kern_attn_scores(qv, (int)group, (int)dk, kv_head(c, c->k_cache, j->il, hk, dk), c->kv_f16, first, last, sc,
+                         c->n_kv);
+        for (int64_t g = 0; g < group; g++) {
+            float *s = sc + g * c->n_kv;
+            if (j->softcap > 0) {
+                for (int64_t i = 0; i < n; i++) s[i] = j->softcap * tanhf(s[i] / j->softcap);
+            }
+            if (j->scale != 1.0f) kern_scale(s, j->scale, n);
+            kern_softmax(s, n);
         }
-        if (j->softcap > 0) {
-            for (int64_t s = 0; s < n; s++) sc[s] = j->softcap * tanhf(sc[s] / j->softcap);
-        }
-        if (j->scale != 1.0f) kern_scale(sc, j->scale, n);
-        kern_softmax(sc, n);
-        float *o = c->att + (size_t)(t * H * dv + h * dv);
-        for (int64_t i = 0; i < dv; i++) o[i] = 0;
-        for (int64_t s = 0; s < n; s++) {
-            const float *vv = vh + (size_t)((first + s) * dv);
-            float w = sc[s];
-            for (int64_t i = 0; i < dv; i++) o[i] += w * vv[i];
-        }
+        float *o = c->att + (size_t)(t * H * dv + hk * group * dv);
+        kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, first, last,
+                         o, dv);
     }
+}
+
+/* y (n_tok, w->n_out) = x w^T with the context's precision */
+static void mm(model_ctx *c, const kern_matrix *w, const float *x, int64_t n_tok, float *y)
+{
+    kern_mm one = {w, y};
+    kern_matmul_many(&one, 1, x, n_tok, c->prec, c->ws, c->pool);
 }
 
 static void add_bias_rows(float *y, const float *b, int64_t n_tok, int64_t n)
@@ -662,16 +688,15 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         }
         if (L->has_wqkv) {
             int64_t n3 = q_dim + k_dim + v_dim;
-            kern_matmul(&L->wqkv, in, n_tok, c->qkv, pool);
+            mm(c, &L->wqkv, in, n_tok, c->qkv);
             for (int64_t t = 0; t < n_tok; t++) {
                 memcpy(c->q + t * q_dim, c->qkv + t * n3, (size_t)q_dim * sizeof(float));
                 memcpy(c->k + t * k_dim, c->qkv + t * n3 + q_dim, (size_t)k_dim * sizeof(float));
                 memcpy(c->v + t * v_dim, c->qkv + t * n3 + q_dim + k_dim, (size_t)v_dim * sizeof(float));
             }
         } else {
-            kern_matmul(&L->wq, in, n_tok, c->q, pool);
-            kern_matmul(&L->wk, in, n_tok, c->k, pool);
-            kern_matmul(&L->wv, in, n_tok, c->v, pool);
+            kern_mm qkv[3] = {{&L->wq, c->q}, {&L->wk, c->k}, {&L->wv, c->v}};
+            kern_matmul_many(qkv, 3, in, n_tok, c->prec, c->ws, pool);
         }
         add_bias_rows(c->q, L->bq, n_tok, q_dim);
         add_bias_rows(c->k, L->bk, n_tok, k_dim);
@@ -688,31 +713,27 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
             }
         }
         if (q_prescale) kern_scale(c->q, inv_sqrt_dk, n_tok * q_dim);
-        /* store K and V: cache layout (layer, kv head, position, dim) */
-        float *kc = c->k_cache + (size_t)il * (size_t)(Hkv * c->n_ctx * dk);
-        float *vc = c->v_cache + (size_t)il * (size_t)(Hkv * c->n_ctx * dv);
         for (int64_t t = 0; t < n_tok; t++) {
             for (int64_t h = 0; h < Hkv; h++) {
-                memcpy(kc + (size_t)((h * c->n_ctx + pos0 + t) * dk), c->k + t * k_dim + h * dk, (size_t)dk * sizeof(float));
-                memcpy(vc + (size_t)((h * c->n_ctx + pos0 + t) * dv), c->v + t * v_dim + h * dv, (size_t)dv * sizeof(float));
+                kern_kv_store_k(kv_head(c, c->k_cache, il, h, dk), c->kv_f16, (int)dk, pos0 + t, c->k + t * k_dim + h * dk);
+                kern_kv_store_v(kv_head(c, c->v_cache, il, h, dv), c->kv_f16, (int)dv, pos0 + t, c->v + t * v_dim + h * dv);
             }
         }
         attn_job job = {c, il, n_tok, pos0, swa ? hp->n_swa : 0, q_prescale ? 1.0f : inv_sqrt_dk,
                         hp->attn_softcap, hp->causal};
-        int n_tasks = c->n_threads;
-        if (n_tasks > n_tok * H) n_tasks = (int)(n_tok * H);
-        if (pool && n_tasks > 1) kern_pool_run(pool, attn_task, &job, n_tasks);
-        else attn_task(&job, 0, 1);
-        kern_matmul(&L->wo, c->att, n_tok, c->tmp, pool);
+        int64_t n_pairs = n_tok * Hkv;
+        int n_tasks = n_pairs < (int64_t)c->n_threads * 4 ? (int)n_pairs : c->n_threads * 4;
+        kern_pool_run_threads(pool, attn_task, &job, n_tasks);
+        mm(c, &L->wo, c->att, n_tok, c->tmp);
         add_bias_rows(c->tmp, L->bo, n_tok, E);
 
         if (bert) {
             kern_add(c->tmp, c->tmp, c->x, n_tok * E);
             ln_rows(c->x, c->tmp, L->attn_out_norm, L->attn_out_norm_b, n_tok, E, hp->norm_eps);
-            kern_matmul(&L->ffn_up, c->x, n_tok, c->up, pool);
+            mm(c, &L->ffn_up, c->x, n_tok, c->up);
             add_bias_rows(c->up, L->ffn_up_b, n_tok, F);
             kern_gelu(c->up, n_tok * F);
-            kern_matmul(&L->ffn_down, c->up, n_tok, c->tmp, pool);
+            mm(c, &L->ffn_down, c->up, n_tok, c->tmp);
             add_bias_rows(c->tmp, L->ffn_down_b, n_tok, E);
             kern_add(c->tmp, c->tmp, c->x, n_tok * E);
             ln_rows(c->x, c->tmp, L->out_norm, L->out_norm_b, n_tok, E, hp->norm_eps);
@@ -723,10 +744,10 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
 
         rms_rows(c->cur, c->x, L->ffn_norm, n_tok, E, hp->norm_eps);
         if (L->has_gate) {
-            kern_matmul(&L->ffn_gate, c->cur, n_tok, c->gate, pool);
-            kern_matmul(&L->ffn_up, c->cur, n_tok, c->up, pool);
+            kern_mm gu[2] = {{&L->ffn_gate, c->gate}, {&L->ffn_up, c->up}};
+            kern_matmul_many(gu, 2, c->cur, n_tok, c->prec, c->ws, pool);
         } else { /* phi3: fused gate|up */
-            kern_matmul(&L->ffn_up, c->cur, n_tok, c->gate, pool);
+            mm(c, &L->ffn_up, c->cur, n_tok, c->gate);
             for (int64_t t = 0; t < n_tok; t++) {
                 memcpy(c->up + t * F, c->gate + t * 2 * F + F, (size_t)F * sizeof(float));
                 memmove(c->gate + t * F, c->gate + t * 2 * F, (size_t)F * sizeof(float));
@@ -735,7 +756,7 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         if (gemma) kern_gelu(c->gate, n_tok * F);
         else kern_silu(c->gate, n_tok * F);
         kern_mul(c->gate, c->gate, c->up, n_tok * F);
-        kern_matmul(&L->ffn_down, c->gate, n_tok, c->tmp, pool);
+        mm(c, &L->ffn_down, c->gate, n_tok, c->tmp);
         if (L->post_ffw_norm) rms_rows(c->tmp, c->tmp, L->post_ffw_norm, n_tok, E, hp->norm_eps);
         kern_add(c->x, c->x, c->tmp, n_tok * E);
     }
@@ -773,7 +794,7 @@ int model_decode(model_ctx *c, const int32_t *tokens, int64_t n_tok, bool all_lo
             int64_t n_out = n - first;
             rms_rows(c->cur, c->x + first * E, m->output_norm, n_out, E, hp->norm_eps);
             float *dst = all_logits ? logits + done * V : logits;
-            kern_matmul(&m->output, c->cur, n_out, dst, c->pool);
+            mm(c, &m->output, c->cur, n_out, dst);
             if (hp->final_softcap > 0) kern_softcap(dst, hp->final_softcap, n_out * V);
         }
         done += n;

@@ -9,9 +9,10 @@
  * gemma2, gemma3, phi3 (causal decoders) and bert (encoder for embeddings). The semantics
  * follow llama.cpp exactly (see kit/README.md section 4).
  *
- * A model_ctx is one sequence being evaluated: an F32 KV cache of n_ctx positions laid out
- * per layer, per kv head, with contiguous positions ([n_layer][n_head_kv][n_ctx][head_dim]),
- * a thread pool, and scratch memory sized up front for n_batch tokens.
+ * A model_ctx is one sequence being evaluated: a KV cache of n_ctx positions (F32, or F16
+ * with MODEL_NUMERICS_FAST) per layer and kv head, keys in transposed blocks of 16
+ * positions and values row-major (kernels.h, "attention over a KV cache"), a thread pool,
+ * and scratch memory sized up front for n_batch tokens.
  *
  * Not for: tokenization (tokenize/), sampling (sample/), chat templates, several sequences
  * in one context.
@@ -96,10 +97,18 @@ const gguf_file *model_get_file(const model_weights *m);          /* owned by m 
 
 typedef struct model_ctx model_ctx;
 
+/* How the matrix products and the KV cache compute (see kernels.h, enum kern_precision). */
+enum model_numerics {
+    MODEL_NUMERICS_EXACT = 0, /* F32 math on the dequantized weights, F32 KV cache: the kit's exact refs */
+    MODEL_NUMERICS_FAST = 1,  /* llama.cpp's numerics: int8-quantized activations against integer
+                                 weights, F16 KV cache for causal models (encoders keep F32) */
+};
+
 typedef struct model_ctx_params {
     int64_t n_ctx;     /* KV cache positions; <= 0: min(n_ctx_train, 4096) (512 if unknown) */
     int64_t n_batch;   /* most tokens per forward step (scratch size); <= 0: min(n_ctx, 512) */
     int n_threads;     /* <= 0: number of online CPUs */
+    enum model_numerics numerics; /* default EXACT */
 } model_ctx_params;
 
 model_ctx_params model_ctx_default_params(void);

@@ -1,0 +1,506 @@
+/*
+ * fast_avx512.c: the fast path on AVX-512 with VNNI (see kern_internal.h for the math):
+ * activation quantization, row dot products of every quantized type against quantized
+ * activations (decode), and the GEMM micro-kernels over panels (prefill): 4 tokens x 32
+ * rows per step with vpdpbusd for the integer types, 6 tokens x 32 rows of FMAs for float
+ * panels. Integer results are exact, so they equal the reference's; only the float
+ * additions are ordered differently. Compiled with the AVX-512 flags of the Makefile and
+ * selected only when CPUID reports all of them.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kern_internal.h"
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+static inline float load_f32(const uint8_t *p)
+{
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
+
+static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ------------------------------------------------------------------ activations */
+
+static void act_quant(const kern_qgeom *g, const float *x, void *dst, int64_t n)
+{
+    uint8_t *out = dst;
+    const int n_sub = g->sbk / g->bk, n_vec = g->sbk / 16;
+    const __m512i lo = _mm512_set1_epi32(-127);
+    for (int64_t i = 0; i + g->sbk <= n; i += g->sbk, x += g->sbk, out += kern_act_sb_bytes(g)) {
+        __m512 m = _mm512_setzero_ps();
+        for (int v = 0; v < n_vec; v++) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * v)));
+        float amax = _mm512_reduce_max_ps(m);
+        float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        int8_t *q = (int8_t *)(out + kern_act_q_offset(g));
+        float s[16];
+        int per_sub = g->bk / 16;
+        for (int j = 0; j < n_sub; j++) {
+            __m512i sum = _mm512_setzero_si512();
+            for (int v = j * per_sub; v < (j + 1) * per_sub; v++) {
+                __m512i iv = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * v), vid)), lo);
+                _mm_storeu_si128((__m128i *)(q + 16 * v), _mm512_cvtsepi32_epi8(iv));
+                sum = _mm512_add_epi32(sum, iv);
+            }
+            s[j] = (float)_mm512_reduce_add_epi32(sum);
+        }
+        memcpy(out, &d, 4);
+        memcpy(out + 4, s, 4 * (size_t)n_sub);
+    }
+}
+
+/* ------------------------------------------------------------------ legacy types (32-blocks) */
+
+/* u (32 unsigned values in a ymm) of one block, per type */
+static inline __m256i u_q4(const uint8_t *qs)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)qs), m4 = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+}
+
+static inline __m256i u_q5(const uint8_t *qs, const uint8_t *qh4)
+{
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    __m256i hi = _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(u_q4(qs), hi);
+}
+
+/* sum over blocks of dx * (ws * I + mw * S), with mw = off * ws (off_mode) or the block's m */
+#define LEGACY_QDOT(name, BLOCK, U_EXPR, WS_EXPR, MW_IS_OFFSET, OFF, MW_EXPR)                  \
+    static float qdot_##name(const void *row, const void *xa, int64_t n)                      \
+    {                                                                                          \
+        const BLOCK *b = row;                                                                  \
+        const uint8_t *a = xa;                                                                 \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                         \
+        float m0 = 0.0f, m1 = 0.0f;                                                            \
+        int64_t nb = n / 32, i = 0;                                                            \
+        for (; i + 2 <= nb; i += 2, b += 2, a += 80) {                                         \
+            const BLOCK *b0 = b, *b1 = b + 1;                                                  \
+            __m256i i0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), U_EXPR(b0),               \
+                                             _mm256_loadu_si256((const __m256i *)(a + 8)));     \
+            __m256i i1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), U_EXPR(b1),               \
+                                             _mm256_loadu_si256((const __m256i *)(a + 48)));    \
+            float s0 = load_f32(a) * WS_EXPR(b0), s1 = load_f32(a + 40) * WS_EXPR(b1);         \
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_set1_ps(s0), acc0);          \
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_set1_ps(s1), acc1);          \
+            if (MW_IS_OFFSET) {                                                                \
+                m0 += s0 * load_f32(a + 4);                                                    \
+                m1 += s1 * load_f32(a + 44);                                                   \
+            } else {                                                                           \
+                m0 += load_f32(a) * MW_EXPR(b0) * load_f32(a + 4);                             \
+                m1 += load_f32(a + 40) * MW_EXPR(b1) * load_f32(a + 44);                       \
+            }                                                                                  \
+        }                                                                                      \
+        for (; i < nb; i++, b++, a += 40) {                                                    \
+            __m256i i0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), U_EXPR(b),                \
+                                             _mm256_loadu_si256((const __m256i *)(a + 8)));     \
+            float s0 = load_f32(a) * WS_EXPR(b);                                               \
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_set1_ps(s0), acc0);          \
+            if (MW_IS_OFFSET) m0 += s0 * load_f32(a + 4);                                      \
+            else m0 += load_f32(a) * MW_EXPR(b) * load_f32(a + 4);                             \
+        }                                                                                      \
+        float mins = m0 + m1;                                                                  \
+        return hsum256(_mm256_add_ps(acc0, acc1)) + (MW_IS_OFFSET ? (OFF) * mins : mins);      \
+    }
+
+#define U_Q8_0(b) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b)->qs), _mm256_set1_epi8((char)0x80))
+#define U_Q4(b) u_q4((b)->qs)
+#define U_Q5(b) u_q5((b)->qs, (b)->qh)
+#define WS_D(b) h2f((b)->d)
+#define MW_M(b) h2f((b)->m)
+
+LEGACY_QDOT(q8_0, kern_block_q8_0, U_Q8_0, WS_D, 1, -128.0f, WS_D)
+LEGACY_QDOT(q4_0, kern_block_q4_0, U_Q4, WS_D, 1, -8.0f, WS_D)
+LEGACY_QDOT(q4_1, kern_block_q4_1, U_Q4, WS_D, 0, 0.0f, MW_M)
+LEGACY_QDOT(q5_0, kern_block_q5_0, U_Q5, WS_D, 1, -16.0f, WS_D)
+LEGACY_QDOT(q5_1, kern_block_q5_1, U_Q5, WS_D, 0, 0.0f, MW_M)
+
+/* ------------------------------------------------------------------ K-quants (256-blocks) */
+
+/* Eight int32 vectors to their eight lane sums, in order. */
+static inline __m256i reduce8(const __m256i v[8])
+{
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+/* Four int32 vectors, each holding two 16-value sub-blocks (lanes 0-3 and 4-7), to the
+ * eight sub-block sums in order. */
+static inline __m256i reduce4x2(const __m256i v[4])
+{
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm256_permutevar8x32_epi32(a, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* One super-block: u[8] (values 32m .. 32m+31), scales ws/mw of its sub-blocks. */
+static inline void unpack_q4_k(const kern_block_q4_k *b, __m256i u[8], float *ws, float *mw)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        u[2 * k] = _mm256_and_si256(v, m4);
+        u[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    float d = h2f(b->d), dmin = h2f(b->dmin);
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc, m;
+        kern_scale_min_k4(s, b->scales, &sc, &m);
+        ws[s] = d * (float)sc;
+        mw[s] = -dmin * (float)m;
+    }
+}
+
+static inline void unpack_q5_k(const kern_block_q5_k *b, __m256i u[8], float *ws, float *mw)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), h = _mm256_set1_epi8(0x10);
+    __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
+        __mmask32 b0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * k))));
+        __mmask32 b1 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * k + 1))));
+        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        u[2 * k] = _mm256_mask_add_epi8(lo, b0, lo, h);
+        u[2 * k + 1] = _mm256_mask_add_epi8(hi, b1, hi, h);
+    }
+    float d = h2f(b->d), dmin = h2f(b->dmin);
+    for (int s = 0; s < 8; s++) {
+        uint8_t sc, m;
+        kern_scale_min_k4(s, b->scales, &sc, &m);
+        ws[s] = d * (float)sc;
+        mw[s] = -dmin * (float)m;
+    }
+}
+
+static inline void unpack_q6_k(const kern_block_q6_k *b, __m256i u[8], float *ws, float *mw)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x30);
+    for (int n = 0; n < 2; n++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * n + 32));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * n));
+        u[4 * n + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m3));
+        u[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m3));
+        u[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m3));
+        u[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                       _mm256_and_si256(_mm256_srli_epi16(qh, 2), m3));
+    }
+    float d = h2f(b->d);
+    for (int s = 0; s < 16; s++) {
+        ws[s] = d * (float)b->scales[s];
+        mw[s] = -32.0f * ws[s];
+    }
+}
+
+static inline void unpack_q2_k(const kern_block_q2_k *b, __m256i u[8], float *ws, float *mw)
+{
+    const __m256i m2 = _mm256_set1_epi8(3);
+    for (int n = 0; n < 2; n++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * n));
+        for (int j = 0; j < 4; j++) u[4 * n + j] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), m2);
+    }
+    float d = h2f(b->d), dmin = h2f(b->dmin);
+    for (int s = 0; s < 16; s++) {
+        ws[s] = d * (float)(b->scales[s] & 0xF);
+        mw[s] = -dmin * (float)(b->scales[s] >> 4);
+    }
+}
+
+static inline int q3_k_scale(const uint8_t *s, int j)
+{
+    int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+static inline void unpack_q3_k(const kern_block_q3_k *b, __m256i u[8], float *ws, float *mw)
+{
+    const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask);
+    for (int n = 0; n < 2; n++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * n));
+        for (int j = 0; j < 4; j++) {
+            __mmask32 h = _mm256_test_epi8_mask(hm, _mm256_set1_epi8((char)(1 << (4 * n + j))));
+            __m256i lo = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), m2);
+            u[4 * n + j] = _mm256_mask_add_epi8(lo, h, lo, four);
+        }
+    }
+    float d = h2f(b->d);
+    for (int s = 0; s < 16; s++) {
+        ws[s] = d * (float)q3_k_scale(b->scales, s);
+        mw[s] = -4.0f * ws[s];
+    }
+}
+
+/* The super-block loop shared by the K types: I per sub-block from vpdpbusd, then
+ * tmp = cvt(I) * ws + mw * S per sub-block, acc += dx * tmp. */
+#define KQUANT_QDOT(name, BLOCK, UNPACK, N_SUB)                                                 \
+    static float qdot_##name(const void *row, const void *xa, int64_t n)                       \
+    {                                                                                           \
+        const BLOCK *b = row;                                                                   \
+        const uint8_t *a = xa;                                                                  \
+        const size_t sb_bytes = 4 + 4 * (N_SUB) + 256;                                          \
+        __m256 acc = _mm256_setzero_ps();                                                       \
+        for (int64_t i = 0; i < n / 256; i++, b++, a += sb_bytes) {                             \
+            __m256i u[8], dots[8];                                                              \
+            float ws[16], mw[16];                                                               \
+            UNPACK(b, u, ws, mw);                                                               \
+            const uint8_t *q = a + 4 + 4 * (N_SUB);                                             \
+            for (int m = 0; m < 8; m++)                                                         \
+                dots[m] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u[m],                     \
+                                              _mm256_loadu_si256((const __m256i *)(q + 32 * m))); \
+            const float *s = (const float *)(a + 4);                                            \
+            __m256 t;                                                                           \
+            if ((N_SUB) == 8) {                                                                 \
+                __m256 I = _mm256_cvtepi32_ps(reduce8(dots));                                   \
+                t = _mm256_fmadd_ps(_mm256_loadu_ps(mw), _mm256_loadu_ps(s), _mm256_mul_ps(I, _mm256_loadu_ps(ws))); \
+            } else {                                                                            \
+                __m256 I0 = _mm256_cvtepi32_ps(reduce4x2(dots));                                \
+                __m256 I1 = _mm256_cvtepi32_ps(reduce4x2(dots + 4));                            \
+                t = _mm256_fmadd_ps(_mm256_loadu_ps(mw), _mm256_loadu_ps(s), _mm256_mul_ps(I0, _mm256_loadu_ps(ws))); \
+                t = _mm256_fmadd_ps(_mm256_loadu_ps(mw + 8), _mm256_loadu_ps(s + 8), t);        \
+                t = _mm256_fmadd_ps(I1, _mm256_loadu_ps(ws + 8), t);                            \
+            }                                                                                   \
+            acc = _mm256_fmadd_ps(t, _mm256_set1_ps(load_f32(a)), acc);                         \
+        }                                                                                       \
+        return hsum256(acc);                                                                    \
+    }
+
+KQUANT_QDOT(q4_k, kern_block_q4_k, unpack_q4_k, 8)
+KQUANT_QDOT(q5_k, kern_block_q5_k, unpack_q5_k, 8)
+KQUANT_QDOT(q6_k, kern_block_q6_k, unpack_q6_k, 16)
+KQUANT_QDOT(q2_k, kern_block_q2_k, unpack_q2_k, 16)
+KQUANT_QDOT(q3_k, kern_block_q3_k, unpack_q3_k, 16)
+
+/* ------------------------------------------------------------------ GEMM micro-kernels */
+
+/* MR tokens x 32 rows over the whole panel. MR is a constant at every call site. */
+static inline __attribute__((always_inline)) void gemm_q_tile(const kern_qgeom *g, const uint8_t *panel, int64_t n_in,
+                                                              const uint8_t *xa, size_t xa_stride, float *y, int64_t y_stride,
+                                                              int n_rows, const int MR)
+{
+    const int n_sub = g->sbk / g->bk, bk = g->bk;
+    const size_t sub_bytes = kern_panel_sub_bytes(g), sb_bytes = kern_act_sb_bytes(g), q_off = kern_act_q_offset(g);
+    __m512 acc[4][2];
+    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    const uint8_t *p = panel;
+    for (int64_t sb = 0; sb < n_in / g->sbk; sb++) {
+        const uint8_t *a[4];
+        for (int t = 0; t < MR; t++) a[t] = xa + (size_t)t * xa_stride + (size_t)sb * sb_bytes;
+        __m512 tmp[4][2];
+        for (int t = 0; t < MR; t++) tmp[t][0] = tmp[t][1] = _mm512_setzero_ps();
+        for (int j = 0; j < n_sub; j++, p += sub_bytes) {
+            __m512i I[4][2];
+            for (int t = 0; t < MR; t++) I[t][0] = I[t][1] = _mm512_setzero_si512();
+            for (int g4 = 0; g4 < bk / 4; g4++) {
+                __m512i w0 = _mm512_loadu_si512(p + 128 * g4), w1 = _mm512_loadu_si512(p + 128 * g4 + 64);
+                for (int t = 0; t < MR; t++) {
+                    int32_t xv;
+                    memcpy(&xv, a[t] + q_off + (size_t)(j * bk + 4 * g4), 4);
+                    __m512i xb = _mm512_set1_epi32(xv);
+                    I[t][0] = _mm512_dpbusd_epi32(I[t][0], w0, xb);
+                    I[t][1] = _mm512_dpbusd_epi32(I[t][1], w1, xb);
+                }
+            }
+            const float *ws = (const float *)(p + (size_t)bk * KERN_PANEL_ROWS), *mw = ws + KERN_PANEL_ROWS;
+            __m512 ws0 = _mm512_loadu_ps(ws), ws1 = _mm512_loadu_ps(ws + 16);
+            __m512 mw0 = _mm512_loadu_ps(mw), mw1 = _mm512_loadu_ps(mw + 16);
+            for (int t = 0; t < MR; t++) {
+                __m512 s = _mm512_set1_ps(load_f32(a[t] + 4 + 4 * (size_t)j));
+                tmp[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[t][0]), ws0, tmp[t][0]);
+                tmp[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[t][1]), ws1, tmp[t][1]);
+                tmp[t][0] = _mm512_fmadd_ps(mw0, s, tmp[t][0]);
+                tmp[t][1] = _mm512_fmadd_ps(mw1, s, tmp[t][1]);
+            }
+        }
+        for (int t = 0; t < MR; t++) {
+            __m512 d = _mm512_set1_ps(load_f32(a[t]));
+            acc[t][0] = _mm512_fmadd_ps(tmp[t][0], d, acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(tmp[t][1], d, acc[t][1]);
+        }
+    }
+    __mmask16 k0 = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
+    __mmask16 k1 = n_rows >= 32 ? 0xFFFF : n_rows <= 16 ? 0 : (__mmask16)((1u << (n_rows - 16)) - 1);
+    for (int t = 0; t < MR; t++) {
+        _mm512_mask_storeu_ps(y + t * y_stride, k0, acc[t][0]);
+        _mm512_mask_storeu_ps(y + t * y_stride + 16, k1, acc[t][1]);
+    }
+}
+
+static void gemm_q(const kern_qgeom *g, const uint8_t *panel, int64_t n_in, const uint8_t *xa, size_t xa_stride,
+                   int64_t n_tok, float *y, int64_t y_stride, int n_rows)
+{
+    int64_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 4);
+    switch (n_tok - t) {
+    case 3: gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 3); break;
+    case 2: gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 2); break;
+    case 1: gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 1); break;
+    default: break;
+    }
+}
+
+static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel, int64_t n_in, const float *x,
+                                                              int64_t x_stride, float *y, int64_t y_stride, int n_rows,
+                                                              bool accumulate, const int MR)
+{
+    __m512 acc[6][2];
+    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n_in; k++) {
+        __m512 w0 = _mm512_loadu_ps(panel + k * KERN_PANEL_ROWS), w1 = _mm512_loadu_ps(panel + k * KERN_PANEL_ROWS + 16);
+        for (int t = 0; t < MR; t++) {
+            __m512 xb = _mm512_set1_ps(x[t * x_stride + k]);
+            acc[t][0] = _mm512_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(w1, xb, acc[t][1]);
+        }
+    }
+    __mmask16 k0 = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
+    __mmask16 k1 = n_rows >= 32 ? 0xFFFF : n_rows <= 16 ? 0 : (__mmask16)((1u << (n_rows - 16)) - 1);
+    for (int t = 0; t < MR; t++) {
+        float *yt = y + t * y_stride;
+        if (accumulate) {
+            acc[t][0] = _mm512_add_ps(acc[t][0], _mm512_maskz_loadu_ps(k0, yt));
+            acc[t][1] = _mm512_add_ps(acc[t][1], _mm512_maskz_loadu_ps(k1, yt + 16));
+        }
+        _mm512_mask_storeu_ps(yt, k0, acc[t][0]);
+        _mm512_mask_storeu_ps(yt + 16, k1, acc[t][1]);
+    }
+}
+
+static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_stride, int64_t n_tok, float *y,
+                   int64_t y_stride, int n_rows, bool accumulate)
+{
+    int64_t t = 0;
+#define F_TILE(MR) gemm_f_tile(panel, n_in, x + t * x_stride, x_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
+    for (; t + 6 <= n_tok; t += 6) F_TILE(6);
+    switch (n_tok - t) {
+    case 5: F_TILE(5); break;
+    case 4: F_TILE(4); break;
+    case 3: F_TILE(3); break;
+    case 2: F_TILE(2); break;
+    case 1: F_TILE(1); break;
+    default: break;
+    }
+#undef F_TILE
+}
+
+/* ------------------------------------------------------------------ attention */
+
+static inline __m512 kv_load16(const void *base, bool f16, size_t i, __mmask16 m)
+{
+    if (f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)base + i));
+    return _mm512_maskz_loadu_ps(m, (const float *)base + i);
+}
+
+static inline __attribute__((always_inline)) void scores_heads(const float *q, int dim, const void *kt, bool f16,
+                                                               int64_t p0, int64_t p1, float *sc, int64_t sc_stride,
+                                                               const int NH)
+{
+    for (int64_t b = p0 / KERN_KV_BLOCK; b <= p1 / KERN_KV_BLOCK; b++) {
+        __m512 acc[4];
+        for (int h = 0; h < NH; h++) acc[h] = _mm512_setzero_ps();
+        size_t base = (size_t)b * (size_t)dim * KERN_KV_BLOCK;
+        for (int d = 0; d < dim; d++) {
+            __m512 k = kv_load16(kt, f16, base + (size_t)d * KERN_KV_BLOCK, 0xFFFF);
+            for (int h = 0; h < NH; h++) acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * dim + d]), k, acc[h]);
+        }
+        int64_t first = b * KERN_KV_BLOCK, lo = first < p0 ? p0 : first;
+        int64_t hi = first + KERN_KV_BLOCK - 1 > p1 ? p1 : first + KERN_KV_BLOCK - 1;
+        for (int h = 0; h < NH; h++) {
+            if (lo == first && hi == first + KERN_KV_BLOCK - 1) {
+                _mm512_storeu_ps(sc + h * sc_stride + (first - p0), acc[h]);
+            } else {
+                float tmp[KERN_KV_BLOCK];
+                _mm512_storeu_ps(tmp, acc[h]);
+                memcpy(sc + h * sc_stride + (lo - p0), tmp + (lo - first), (size_t)(hi - lo + 1) * sizeof(float));
+            }
+        }
+    }
+}
+
+static void attn_scores(const float *q, int n_head, int dim, const void *kt, bool f16, int64_t p0, int64_t p1, float *sc,
+                        int64_t sc_stride)
+{
+    for (int h0 = 0; h0 < n_head; h0 += 4) {
+        const float *qh = q + h0 * dim;
+        float *sh = sc + h0 * sc_stride;
+        switch (n_head - h0 >= 4 ? 4 : n_head - h0) {
+        case 4: scores_heads(qh, dim, kt, f16, p0, p1, sh, sc_stride, 4); break;
+        case 3: scores_heads(qh, dim, kt, f16, p0, p1, sh, sc_stride, 3); break;
+        case 2: scores_heads(qh, dim, kt, f16, p0, p1, sh, sc_stride, 2); break;
+        default: scores_heads(qh, dim, kt, f16, p0, p1, sh, sc_stride, 1); break;
+        }
+    }
+}
+
+/* NH heads x up to 64 dimensions [d0, d0 + 64) of the output */
+static inline __attribute__((always_inline)) void values_heads(const float *w, int64_t w_stride, int dim, int d0,
+                                                               const void *v, bool f16, int64_t p0, int64_t p1, float *out,
+                                                               int64_t out_stride, const int NH)
+{
+    __mmask16 m[4];
+    for (int k = 0; k < 4; k++) {
+        int left = dim - d0 - 16 * k;
+        m[k] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
+    __m512 acc[4][4];
+    for (int h = 0; h < NH; h++)
+        for (int k = 0; k < 4; k++) acc[h][k] = _mm512_setzero_ps();
+    for (int64_t p = p0; p <= p1; p++) {
+        size_t base = (size_t)p * (size_t)dim + (size_t)d0;
+        __m512 vr[4];
+        for (int k = 0; k < 4; k++) vr[k] = kv_load16(v, f16, base + 16 * (size_t)k, m[k]);
+        for (int h = 0; h < NH; h++) {
+            __m512 wb = _mm512_set1_ps(w[h * w_stride + (p - p0)]);
+            for (int k = 0; k < 4; k++) acc[h][k] = _mm512_fmadd_ps(wb, vr[k], acc[h][k]);
+        }
+    }
+    for (int h = 0; h < NH; h++)
+        for (int k = 0; k < 4; k++) _mm512_mask_storeu_ps(out + h * out_stride + d0 + 16 * k, m[k], acc[h][k]);
+}
+
+static void attn_values(const float *w, int64_t w_stride, int n_head, int dim, const void *v, bool f16, int64_t p0,
+                        int64_t p1, float *out, int64_t out_stride)
+{
+    for (int h0 = 0; h0 < n_head; h0 += 4) {
+        const float *wh = w + h0 * w_stride;
+        float *oh = out + h0 * out_stride;
+        for (int d0 = 0; d0 < dim; d0 += 64) {
+            switch (n_head - h0 >= 4 ? 4 : n_head - h0) {
+            case 4: values_heads(wh, w_stride, dim, d0, v, f16, p0, p1, oh, out_stride, 4); break;
+            case 3: values_heads(wh, w_stride, dim, d0, v, f16, p0, p1, oh, out_stride, 3); break;
+            case 2: values_heads(wh, w_stride, dim, d0, v, f16, p0, p1, oh, out_stride, 2); break;
+            default: values_heads(wh, w_stride, dim, d0, v, f16, p0, p1, oh, out_stride, 1); break;
+            }
+        }
+    }
+}
+
+void kern_avx512_fill_fast_ops(kern_isa_ops *ops)
+{
+    ops->attn_scores = attn_scores;
+    ops->attn_values = attn_values;
+    ops->act_quant = act_quant;
+    ops->qdot[GGUF_TYPE_Q8_0] = qdot_q8_0;
+    ops->qdot[GGUF_TYPE_Q4_0] = qdot_q4_0;
+    ops->qdot[GGUF_TYPE_Q4_1] = qdot_q4_1;
+    ops->qdot[GGUF_TYPE_Q5_0] = qdot_q5_0;
+    ops->qdot[GGUF_TYPE_Q5_1] = qdot_q5_1;
+    ops->qdot[GGUF_TYPE_Q4_K] = qdot_q4_k;
+    ops->qdot[GGUF_TYPE_Q5_K] = qdot_q5_k;
+    ops->qdot[GGUF_TYPE_Q6_K] = qdot_q6_k;
+    ops->qdot[GGUF_TYPE_Q2_K] = qdot_q2_k;
+    ops->qdot[GGUF_TYPE_Q3_K] = qdot_q3_k;
+    ops->gemm_q = gemm_q;
+    ops->gemm_f = gemm_f;
+}
