@@ -46,7 +46,7 @@ BIN  := $(BUILD)/duckling
 TESTBIN := $(BUILD)/duckling-tests
 REGISTRY := $(BUILD)/gen/test_registry.inc
 
-.PHONY: all test test-asan test-node fuzz deps clean
+.PHONY: all test test-asan test-node fuzz deps clean bench
 all: $(BIN)
 
 deps: $(DEPS_STAMP)
@@ -102,6 +102,12 @@ fuzz:
 	  echo "clang $$f -> build/fuzz/$$n"; \
 	  clang -std=c11 -O1 -g -DDK_LIBFUZZER -D_GNU_SOURCE -Isrc -Itests -fsanitize=fuzzer,address,undefined \
 	    $$f build/fuzz/libduckling.a $(LDLIBS) -o build/fuzz/$$n || exit 1; done
+
+# Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
+bench: $(BIN) $(BUILD)/bandwidth
+$(BUILD)/bandwidth: bench/bandwidth.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -o $@ $< -pthread
 
 clean:
 	rm -rf $(BUILD)

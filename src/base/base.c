@@ -281,6 +281,15 @@ int dk_map_open(dk_map *m, const char *path, char *err)
     return DK_OK;
 }
 
+void dk_map_release(const void *p, size_t n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || !p) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~((uintptr_t)page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 void dk_map_close(dk_map *m)
 {
     if (m->data) munmap((void *)m->data, m->size);

@@ -94,6 +94,9 @@ typedef struct dk_map {
 } dk_map;
 int dk_map_open(dk_map *m, const char *path, char *err);
 void dk_map_close(dk_map *m);          /* safe on a zeroed or already-closed map */
+/* Lets the kernel drop the resident pages of the whole pages inside [p, p + n) of a mapping
+ * (they are read from the file again if touched): for data copied elsewhere. */
+void dk_map_release(const void *p, size_t n);
 
 /* Monotonic clock in nanoseconds, for timings. */
 uint64_t dk_now_ns(void);

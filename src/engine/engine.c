@@ -130,6 +130,7 @@ int engine_model_load(engine_model **out, const char *path, const engine_load_pa
     if (!params->vocab_only) {
         rc = model_load_gguf(&m->net, m->gguf, false, err);
         if (rc != DK_OK) goto fail;
+        if (m->numerics == MODEL_NUMERICS_FAST && (rc = model_prepare_fast(m->net, m->n_threads, err)) != DK_OK) goto fail;
         const model_hparams *hp = model_get_hparams(m->net);
         m->n_embd = (size_t)hp->n_embd;
         m->n_ctx_train = hp->n_ctx_train > 0 ? (size_t)hp->n_ctx_train : 0;

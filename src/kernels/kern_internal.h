@@ -145,6 +145,24 @@ void kern_ref_attn_scores(const float *q, int n_head, int dim, const void *kt, b
 void kern_ref_attn_values(const float *w, int64_t w_stride, int n_head, int dim, const void *v, bool f16, int64_t p0,
                           int64_t p1, float *out, int64_t out_stride);
 
+/* packed.c: weights repacked in groups of 16 rows (layout at the top of packed.c). */
+struct kern_packed {
+    enum gguf_tensor_type type;
+    int64_t n_in, n_out;
+    int64_t n_groups;    /* ceil(n_out / 16) */
+    int64_t n_sb;        /* super-blocks per row */
+    size_t gsb_bytes;    /* bytes per (group, super-block) */
+    size_t n_bytes;
+    uint8_t *data;       /* (n_groups, n_sb) group-super-blocks */
+};
+int kern_packed_group_sb_bytes(enum gguf_tensor_type type); /* 0 if not packable */
+/* y[t * y_stride + r] for t < n_tok, r < n_rows (<= 16) = row 16 * group + r of p times
+ * quantized activation row t (xa + t * xa_stride, kern_qgeom_of(p->type) format). */
+typedef void (*kern_gemm_p_fn)(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok,
+                               float *y, int64_t y_stride, int n_rows);
+void kern_ref_gemm_packed(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
+                          int64_t y_stride, int n_rows);
+
 /* What an instruction-set variant provides; NULL entries fall back to the reference. */
 typedef struct kern_isa_ops {
     kern_dot_fn dot[GGUF_TYPE_COUNT];
@@ -152,9 +170,16 @@ typedef struct kern_isa_ops {
     kern_act_quant_fn act_quant;
     kern_gemm_q_fn gemm_q;
     kern_gemm_f_fn gemm_f;
+    kern_gemm_p_fn gemm_p[GGUF_TYPE_COUNT];
+    void (*softmax)(float *x, int64_t n);
+    void (*silu)(float *x, int64_t n);
     kern_attn_scores_fn attn_scores;
     kern_attn_values_fn attn_values;
 } kern_isa_ops;
+
+/* kernels_ref.c: references of the vectorised row kernels. */
+void kern_ref_softmax(float *x, int64_t n);
+void kern_ref_silu(float *x, int64_t n);
 
 /* quants_fast.c: the reference of the fast path. */
 void kern_ref_act_quant(const kern_qgeom *g, const float *x, void *dst, int64_t n);

@@ -61,6 +61,11 @@ void kern_quantize_row(enum gguf_tensor_type type, const float *src, void *dst, 
 /* sum_i dequant(row)[i] * x[i] */
 float kern_dot_row(enum gguf_tensor_type type, const void *row, const float *x, int64_t n);
 
+typedef struct kern_pool kern_pool;
+
+/* Weights repacked for the fast path (rows interleaved in groups of 16; see packed.c). */
+typedef struct kern_packed kern_packed;
+
 /* ---- a weight matrix as stored in the file: n_out rows of n_in values ---- */
 typedef struct kern_matrix {
     enum gguf_tensor_type type;
@@ -70,10 +75,17 @@ typedef struct kern_matrix {
     const void *data;    /* n_out * row_bytes bytes, usually inside the mapped file */
 } kern_matrix;
 
+/* Whether kern_pack handles a type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). */
+bool kern_packable(enum gguf_tensor_type type);
+/* Repacks m (spread over pool's threads; pool may be NULL) into *out, which the caller
+ * frees with kern_packed_free; same bytes per weight as the file (K-quants: +4 per 256).
+ * DK_ERR_UNSUPPORTED for other types, DK_ERR_NOMEM. */
+int kern_pack(const kern_matrix *m, kern_packed **out, kern_pool *pool);
+void kern_packed_free(kern_packed *p); /* NULL is fine */
+size_t kern_packed_bytes(const kern_packed *p);
+
 /* Fills m from a 2-D (or 1-D, n_out = 1) GGUF tensor. */
 int kern_matrix_from_tensor(kern_matrix *m, const gguf_tensor *t, char *err);
-
-typedef struct kern_pool kern_pool;
 
 /* Y[t][o] = sum_i W[o][i] * X[t][i] for t < n_tok.
  * X: (n_tok, n_in) row-major floats; Y: (n_tok, n_out). pool may be NULL (single-threaded). */
@@ -98,9 +110,11 @@ typedef struct kern_workspace kern_workspace;
 kern_workspace *kern_workspace_new(int64_t max_tok, int64_t max_in, int n_threads);
 void kern_workspace_free(kern_workspace *ws); /* NULL is fine */
 
-/* One product of a kern_matmul_many call: y (n_tok, w->n_out) = x w^T. */
+/* One product of a kern_matmul_many call: y (n_tok, w->n_out) = x w^T. packed: NULL, or
+ * kern_pack's copy of w, which FAST then reads instead. */
 typedef struct kern_mm {
     const kern_matrix *w;
+    const kern_packed *packed;
     float *y;
 } kern_mm;
 

@@ -87,7 +87,7 @@ void kern_layernorm(float *out, const float *x, const float *w, const float *b, 
     }
 }
 
-void kern_softmax(float *x, int64_t n)
+void kern_ref_softmax(float *x, int64_t n)
 {
     if (n <= 0) return;
     float max = -INFINITY;
@@ -102,7 +102,7 @@ void kern_softmax(float *x, int64_t n)
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-void kern_silu(float *x, int64_t n)
+void kern_ref_silu(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
 }

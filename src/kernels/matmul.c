@@ -78,6 +78,7 @@ void kern_workspace_free(kern_workspace *ws)
 
 typedef struct mm_item {
     const kern_matrix *w;
+    const kern_packed *packed;
     float *y;
     const kern_qgeom *g;     /* NULL: float weights */
     const uint8_t *act;      /* quantized x for g */
@@ -146,6 +147,17 @@ static void rows_panel(const mm_call *c, const mm_item *it, int64_t o0, int64_t 
     }
 }
 
+/* Packed weights: groups of 16 rows, any number of tokens. */
+static void rows_packed(const mm_call *c, const mm_item *it, int64_t o0, int64_t o1)
+{
+    const kern_packed *p = it->packed;
+    kern_gemm_p_fn f = c->ops->gemm_p[p->type];
+    for (int64_t o = o0; o < o1; o += 16) {
+        int n_rows = (int)(o1 - o < 16 ? o1 - o : 16);
+        f(p, o / 16, it->act, it->act_stride, c->n_tok, it->y + o, it->w->n_out, n_rows);
+    }
+}
+
 static void mm_task(void *ctx, int i_task, int n_tasks, int i_thread)
 {
     const mm_call *c = ctx;
@@ -154,16 +166,18 @@ static void mm_task(void *ctx, int i_task, int n_tasks, int i_thread)
     while (i_task >= it->first_task + it->n_tasks) it++;
     int64_t o0 = (int64_t)(i_task - it->first_task) * it->rows_per_task;
     int64_t o1 = o0 + it->rows_per_task < it->w->n_out ? o0 + it->rows_per_task : it->w->n_out;
-    if (c->panels) rows_panel(c, it, o0, o1, i_thread);
+    if (it->packed) rows_packed(c, it, o0, o1);
+    else if (c->panels) rows_panel(c, it, o0, o1, i_thread);
     else rows_dot(c, it, o0, o1);
 }
 
-/* Rows per task: panels go 32 at a time; row dots get about 8 tasks per thread so that
- * threads finishing early pick up the rest. */
-static int64_t rows_per_task(const mm_call *c, int64_t n_out, int n_threads)
+/* Rows per task: panels go 32 at a time, packed batches 16; otherwise (decode) about 8
+ * tasks per thread so that threads finishing early pick up the rest. */
+static int64_t rows_per_task(const mm_call *c, const mm_item *it, int n_threads)
 {
-    if (c->panels) return KERN_PANEL_ROWS;
-    int64_t r = n_out / ((int64_t)n_threads * 8);
+    const kern_matrix *w = it->w;
+    if (c->panels) return it->packed ? 16 : KERN_PANEL_ROWS;
+    int64_t r = w->n_out / ((int64_t)n_threads * 8);
     if (r < 16) r = 16;
     return (r + 15) / 16 * 16;
 }
@@ -176,6 +190,7 @@ static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_t
     for (int j = 0; j < n_mm; j++) {
         mm_item *it = &c.item[c.n_item];
         it->w = mm[j].w;
+        it->packed = mm[j].packed;
         it->y = mm[j].y;
         it->g = kern_qgeom_of(it->w->type);
         if (it->g) {
@@ -196,7 +211,7 @@ static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_t
             it->act = ws->act[s];
             it->act_stride = kern_act_sb_bytes(it->g) * (size_t)(it->w->n_in / it->g->sbk);
         }
-        it->rows_per_task = rows_per_task(&c, it->w->n_out, n_threads);
+        it->rows_per_task = rows_per_task(&c, it, n_threads);
         it->first_task = n_tasks;
         it->n_tasks = (int)((it->w->n_out + it->rows_per_task - 1) / it->rows_per_task);
         n_tasks += it->n_tasks;

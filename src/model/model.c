@@ -15,16 +15,22 @@
 
 /* ------------------------------------------------------------------ the model_weights */
 
+/* A weight matrix as the file has it, and its FAST repacking (model_prepare_fast). */
+typedef struct model_mat {
+    kern_matrix w;
+    const kern_packed *packed;
+} model_mat;
+
 typedef struct model_layer {
     float *attn_norm, *attn_norm_b;         /* (n_embd) */
-    kern_matrix wq, wk, wv, wqkv, wo;       /* wqkv: phi3 fused (q|k|v rows) */
+    model_mat wq, wk, wv, wqkv, wo;         /* wqkv: phi3 fused (q|k|v rows) */
     bool has_wqkv;
     float *bq, *bk, *bv, *bo;               /* optional biases */
     float *q_norm, *k_norm;                 /* (head_dim_k), qwen3/gemma3 */
     float *post_attn_norm;                  /* gemma2/3 */
     float *attn_out_norm, *attn_out_norm_b; /* bert */
     float *ffn_norm;                        /* (n_embd) */
-    kern_matrix ffn_gate, ffn_up, ffn_down; /* phi3: ffn_up has 2*n_ff rows (gate|up) */
+    model_mat ffn_gate, ffn_up, ffn_down;   /* phi3: ffn_up has 2*n_ff rows (gate|up) */
     bool has_gate;
     float *ffn_up_b, *ffn_down_b;           /* bert */
     float *post_ffw_norm;                   /* gemma2/3 */
@@ -37,7 +43,7 @@ struct model_weights {
     bool owns_file;
     model_hparams hp;
     kern_matrix tok_embd;        /* (n_vocab rows of n_embd) */
-    kern_matrix output;          /* lm head; == tok_embd when tied */
+    model_mat output;            /* lm head; == tok_embd when tied */
     float *output_norm;          /* (n_embd) */
     float *rope_factors;         /* (n_rot/2) or NULL: rope_freqs times linear scale */
     float *rope_factors_swa;     /* (n_rot/2) or NULL: rope_freqs alone (SWA layers are not scaled) */
@@ -46,6 +52,9 @@ struct model_weights {
     model_layer *layers;         /* (n_layer) */
     float **vectors;             /* every float vector allocated at load, freed at model_free */
     size_t n_vectors, cap_vectors;
+    kern_packed **packs;         /* model_prepare_fast's repacked matrices, freed at model_free */
+    size_t n_packs;
+    bool prepared;
 };
 
 static const char *const arch_names[MODEL_ARCH_COUNT] = {
@@ -296,8 +305,8 @@ static int bind_tensors(model_weights *m, char *err)
         if ((rc = bind_vector(m, "token_embd_norm.bias", E, true, &m->embd_norm_b, err))) return rc;
     } else {
         if ((rc = bind_vector(m, "output_norm.weight", E, true, &m->output_norm, err))) return rc;
-        if ((rc = bind_matrix(m, "output.weight", E, V, false, &m->output, &present, err))) return rc;
-        if (!present) m->output = m->tok_embd;
+        if ((rc = bind_matrix(m, "output.weight", E, V, false, &m->output.w, &present, err))) return rc;
+        if (!present) m->output.w = m->tok_embd;
         const gguf_tensor *rf;
         if (gguf_find_tensor(m->file, "rope_factors_long.weight") || gguf_find_tensor(m->file, "rope_factors_short.weight"))
             return dk_fail(err, DK_ERR_UNSUPPORTED, "long-context rope factors (rope_factors_long/short, e.g. Phi-3 128k) are not supported");
@@ -349,14 +358,14 @@ static int bind_tensors(model_weights *m, char *err)
         char n[96];
 #define NAME(suffix) (snprintf(n, sizeof n, "blk.%lld.%s", (long long)il, suffix), n)
         if (hp->arch == MODEL_ARCH_PHI3) {
-            if ((rc = bind_matrix(m, NAME("attn_qkv.weight"), E, q_dim + k_dim + v_dim, false, &L->wqkv, &L->has_wqkv, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("attn_qkv.weight"), E, q_dim + k_dim + v_dim, false, &L->wqkv.w, &L->has_wqkv, err))) return rc;
         }
         if (!L->has_wqkv) {
-            if ((rc = bind_matrix(m, NAME("attn_q.weight"), E, q_dim, true, &L->wq, NULL, err))) return rc;
-            if ((rc = bind_matrix(m, NAME("attn_k.weight"), E, k_dim, true, &L->wk, NULL, err))) return rc;
-            if ((rc = bind_matrix(m, NAME("attn_v.weight"), E, v_dim, true, &L->wv, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("attn_q.weight"), E, q_dim, true, &L->wq.w, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("attn_k.weight"), E, k_dim, true, &L->wk.w, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("attn_v.weight"), E, v_dim, true, &L->wv.w, NULL, err))) return rc;
         }
-        if ((rc = bind_matrix(m, NAME("attn_output.weight"), o_in, E, true, &L->wo, NULL, err))) return rc;
+        if ((rc = bind_matrix(m, NAME("attn_output.weight"), o_in, E, true, &L->wo.w, NULL, err))) return rc;
         bool need_bias = hp->arch == MODEL_ARCH_QWEN2 || bert;
         if ((rc = bind_vector(m, NAME("attn_q.bias"), q_dim, need_bias, &L->bq, err))) return rc;
         if ((rc = bind_vector(m, NAME("attn_k.bias"), k_dim, need_bias, &L->bk, err))) return rc;
@@ -365,9 +374,9 @@ static int bind_tensors(model_weights *m, char *err)
         if (bert) {
             if ((rc = bind_vector(m, NAME("attn_output_norm.weight"), E, true, &L->attn_out_norm, err))) return rc;
             if ((rc = bind_vector(m, NAME("attn_output_norm.bias"), E, true, &L->attn_out_norm_b, err))) return rc;
-            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, F, true, &L->ffn_up, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, F, true, &L->ffn_up.w, NULL, err))) return rc;
             if ((rc = bind_vector(m, NAME("ffn_up.bias"), F, true, &L->ffn_up_b, err))) return rc;
-            if ((rc = bind_matrix(m, NAME("ffn_down.weight"), F, E, true, &L->ffn_down, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_down.weight"), F, E, true, &L->ffn_down.w, NULL, err))) return rc;
             if ((rc = bind_vector(m, NAME("ffn_down.bias"), E, true, &L->ffn_down_b, err))) return rc;
             if ((rc = bind_vector(m, NAME("layer_output_norm.weight"), E, true, &L->out_norm, err))) return rc;
             if ((rc = bind_vector(m, NAME("layer_output_norm.bias"), E, true, &L->out_norm_b, err))) return rc;
@@ -384,13 +393,13 @@ static int bind_tensors(model_weights *m, char *err)
         }
         if ((rc = bind_vector(m, NAME("ffn_norm.weight"), E, true, &L->ffn_norm, err))) return rc;
         if (hp->arch == MODEL_ARCH_PHI3) {
-            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, 2 * F, true, &L->ffn_up, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, 2 * F, true, &L->ffn_up.w, NULL, err))) return rc;
         } else {
-            if ((rc = bind_matrix(m, NAME("ffn_gate.weight"), E, F, true, &L->ffn_gate, NULL, err))) return rc;
-            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, F, true, &L->ffn_up, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_gate.weight"), E, F, true, &L->ffn_gate.w, NULL, err))) return rc;
+            if ((rc = bind_matrix(m, NAME("ffn_up.weight"), E, F, true, &L->ffn_up.w, NULL, err))) return rc;
             L->has_gate = true;
         }
-        if ((rc = bind_matrix(m, NAME("ffn_down.weight"), F, E, true, &L->ffn_down, NULL, err))) return rc;
+        if ((rc = bind_matrix(m, NAME("ffn_down.weight"), F, E, true, &L->ffn_down.w, NULL, err))) return rc;
 #undef NAME
     }
     return DK_OK;
@@ -399,6 +408,8 @@ static int bind_tensors(model_weights *m, char *err)
 void model_free(model_weights *m)
 {
     if (!m) return;
+    for (size_t i = 0; i < m->n_packs; i++) kern_packed_free(m->packs[i]);
+    dk_free(m->packs);
     for (size_t i = 0; i < m->n_vectors; i++) dk_free(m->vectors[i]);
     dk_free(m->vectors);
     dk_free(m->layers);
@@ -433,6 +444,60 @@ int model_load(model_weights **out, const char *path, char *err)
     int rc = gguf_open(&f, path, err);
     if (rc != DK_OK) return rc;
     return model_load_gguf(out, f, true, err);
+}
+
+/* Every weight matrix of the model that a forward pass multiplies with (not the
+ * embedding tables, which are only looked up row by row). */
+static size_t list_matrices(model_weights *m, model_mat **out, size_t cap)
+{
+    size_t n = 0;
+#define ADD(mat) do { if ((mat)->w.data && n < cap) out[n++] = (mat); } while (0)
+    ADD(&m->output);
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        ADD(&L->wq); ADD(&L->wk); ADD(&L->wv); ADD(&L->wqkv); ADD(&L->wo);
+        ADD(&L->ffn_gate); ADD(&L->ffn_up); ADD(&L->ffn_down);
+    }
+#undef ADD
+    return n;
+}
+
+int model_prepare_fast(model_weights *m, int n_threads, char *err)
+{
+    if (m->prepared) return DK_OK;
+    size_t cap = 1 + 8 * (size_t)m->hp.n_layer;
+    model_mat **mats = dk_malloc_array(cap, sizeof *mats);
+    m->packs = dk_calloc(cap, sizeof *m->packs);
+    kern_pool *pool = n_threads > 1 ? kern_pool_new(n_threads) : NULL;
+    int rc = DK_OK;
+    if (!mats || !m->packs || (n_threads > 1 && !pool)) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory repacking weights");
+    size_t n = rc == DK_OK ? list_matrices(m, mats, cap) : 0;
+    for (size_t i = 0; i < n && rc == DK_OK; i++) {
+        model_mat *w = mats[i];
+        if (!kern_packable(w->w.type)) continue;
+        kern_packed *p = NULL;
+        if (kern_pack(&w->w, &p, pool) != DK_OK) {
+            rc = dk_fail(err, DK_ERR_NOMEM, "out of memory repacking weights");
+            break;
+        }
+        m->packs[m->n_packs++] = p;
+        w->packed = p;
+    }
+    if (rc == DK_OK) {
+        /* the file's copy of a repacked matrix is needed again only by EXACT contexts (and
+         * token_embd rows, looked up from the file): let its pages go */
+        for (size_t i = 0; i < n; i++)
+            if (mats[i]->packed && mats[i]->w.data != m->tok_embd.data)
+                dk_map_release(mats[i]->w.data, (size_t)mats[i]->w.n_out * mats[i]->w.row_bytes);
+        m->prepared = true;
+    } else {
+        for (size_t i = 0; i < n; i++) mats[i]->packed = NULL;
+        for (size_t i = 0; i < m->n_packs; i++) kern_packed_free(m->packs[i]);
+        m->n_packs = 0;
+    }
+    kern_pool_free(pool);
+    dk_free(mats);
+    return rc;
 }
 
 const model_hparams *model_get_hparams(const model_weights *m) { return &m->hp; }
@@ -623,9 +688,9 @@ static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
 }
 
 /* y (n_tok, w->n_out) = x w^T with the context's precision */
-static void mm(model_ctx *c, const kern_matrix *w, const float *x, int64_t n_tok, float *y)
+static void mm(model_ctx *c, const model_mat *w, const float *x, int64_t n_tok, float *y)
 {
-    kern_mm one = {w, y};
+    kern_mm one = {&w->w, w->packed, y};
     kern_matmul_many(&one, 1, x, n_tok, c->prec, c->ws, c->pool);
 }
 
@@ -695,7 +760,7 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
                 memcpy(c->v + t * v_dim, c->qkv + t * n3 + q_dim + k_dim, (size_t)v_dim * sizeof(float));
             }
         } else {
-            kern_mm qkv[3] = {{&L->wq, c->q}, {&L->wk, c->k}, {&L->wv, c->v}};
+            kern_mm qkv[3] = {{&L->wq.w, L->wq.packed, c->q}, {&L->wk.w, L->wk.packed, c->k}, {&L->wv.w, L->wv.packed, c->v}};
             kern_matmul_many(qkv, 3, in, n_tok, c->prec, c->ws, pool);
         }
         add_bias_rows(c->q, L->bq, n_tok, q_dim);
@@ -744,7 +809,7 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
 
         rms_rows(c->cur, c->x, L->ffn_norm, n_tok, E, hp->norm_eps);
         if (L->has_gate) {
-            kern_mm gu[2] = {{&L->ffn_gate, c->gate}, {&L->ffn_up, c->up}};
+            kern_mm gu[2] = {{&L->ffn_gate.w, L->ffn_gate.packed, c->gate}, {&L->ffn_up.w, L->ffn_up.packed, c->up}};
             kern_matmul_many(gu, 2, c->cur, n_tok, c->prec, c->ws, pool);
         } else { /* phi3: fused gate|up */
             mm(c, &L->ffn_up, c->cur, n_tok, c->gate);

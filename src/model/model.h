@@ -92,6 +92,13 @@ int model_load_gguf(model_weights **out, gguf_file *f, bool take_file, char *err
 int model_load(model_weights **out, const char *path, char *err);
 void model_free(model_weights *m); /* NULL is fine; all contexts of m must be freed first */
 
+/* Repacks the weight matrices for MODEL_NUMERICS_FAST contexts (row-interleaved groups that
+ * both decode and prefill kernels read; same bytes per weight as the file, which may then
+ * be paged out). Optional: FAST contexts of an unprepared model use slower kernels with the
+ * same numerics. Call once, before creating contexts; not thread-safe. Idempotent.
+ * DK_ERR_NOMEM (the model stays usable, unprepared). */
+int model_prepare_fast(model_weights *m, int n_threads, char *err);
+
 const model_hparams *model_get_hparams(const model_weights *m);   /* owned by m */
 const gguf_file *model_get_file(const model_weights *m);          /* owned by m or borrowed, see above */
 

@@ -51,11 +51,14 @@ static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel
                                                               bool accumulate, const int MR)
 {
     __m256 acc[3][4];
+    #pragma GCC unroll 8
     for (int t = 0; t < MR; t++)
+        #pragma GCC unroll 8
         for (int v = 0; v < 4; v++) acc[t][v] = _mm256_setzero_ps();
     for (int64_t k = 0; k < n_in; k++) {
         const float *pk = panel + k * KERN_PANEL_ROWS;
         __m256 w0 = _mm256_loadu_ps(pk), w1 = _mm256_loadu_ps(pk + 8), w2 = _mm256_loadu_ps(pk + 16), w3 = _mm256_loadu_ps(pk + 24);
+        #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) {
             __m256 xb = _mm256_broadcast_ss(x + t * x_stride + k);
             acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
@@ -64,8 +67,10 @@ static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel
             acc[t][3] = _mm256_fmadd_ps(w3, xb, acc[t][3]);
         }
     }
+    #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) {
         float out[32];
+        #pragma GCC unroll 8
         for (int v = 0; v < 4; v++) _mm256_storeu_ps(out + 8 * v, acc[t][v]);
         float *yt = y + t * y_stride;
         for (int r = 0; r < n_rows; r++) yt[r] = accumulate ? yt[r] + out[r] : out[r];

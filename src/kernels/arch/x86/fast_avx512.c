@@ -8,6 +8,7 @@
  * selected only when CPUID reports all of them.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/kern_internal.h"
@@ -147,6 +148,7 @@ static inline __m256i reduce4x2(const __m256i v[4])
 static inline void unpack_q4_k(const kern_block_q4_k *b, __m256i u[8], float *ws, float *mw)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
+    #pragma GCC unroll 8
     for (int k = 0; k < 4; k++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
         u[2 * k] = _mm256_and_si256(v, m4);
@@ -165,6 +167,7 @@ static inline void unpack_q5_k(const kern_block_q5_k *b, __m256i u[8], float *ws
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), h = _mm256_set1_epi8(0x10);
     __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
+    #pragma GCC unroll 8
     for (int k = 0; k < 4; k++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k));
         __mmask32 b0 = _mm256_test_epi8_mask(qh, _mm256_set1_epi8((char)(1 << (2 * k))));
@@ -292,18 +295,23 @@ static inline __attribute__((always_inline)) void gemm_q_tile(const kern_qgeom *
     const int n_sub = g->sbk / g->bk, bk = g->bk;
     const size_t sub_bytes = kern_panel_sub_bytes(g), sb_bytes = kern_act_sb_bytes(g), q_off = kern_act_q_offset(g);
     __m512 acc[4][2];
+    #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     const uint8_t *p = panel;
     for (int64_t sb = 0; sb < n_in / g->sbk; sb++) {
         const uint8_t *a[4];
+        #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) a[t] = xa + (size_t)t * xa_stride + (size_t)sb * sb_bytes;
         __m512 tmp[4][2];
+        #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) tmp[t][0] = tmp[t][1] = _mm512_setzero_ps();
         for (int j = 0; j < n_sub; j++, p += sub_bytes) {
             __m512i I[4][2];
+            #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) I[t][0] = I[t][1] = _mm512_setzero_si512();
             for (int g4 = 0; g4 < bk / 4; g4++) {
                 __m512i w0 = _mm512_loadu_si512(p + 128 * g4), w1 = _mm512_loadu_si512(p + 128 * g4 + 64);
+                #pragma GCC unroll 8
                 for (int t = 0; t < MR; t++) {
                     int32_t xv;
                     memcpy(&xv, a[t] + q_off + (size_t)(j * bk + 4 * g4), 4);
@@ -315,6 +323,7 @@ static inline __attribute__((always_inline)) void gemm_q_tile(const kern_qgeom *
             const float *ws = (const float *)(p + (size_t)bk * KERN_PANEL_ROWS), *mw = ws + KERN_PANEL_ROWS;
             __m512 ws0 = _mm512_loadu_ps(ws), ws1 = _mm512_loadu_ps(ws + 16);
             __m512 mw0 = _mm512_loadu_ps(mw), mw1 = _mm512_loadu_ps(mw + 16);
+            #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) {
                 __m512 s = _mm512_set1_ps(load_f32(a[t] + 4 + 4 * (size_t)j));
                 tmp[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(I[t][0]), ws0, tmp[t][0]);
@@ -323,6 +332,7 @@ static inline __attribute__((always_inline)) void gemm_q_tile(const kern_qgeom *
                 tmp[t][1] = _mm512_fmadd_ps(mw1, s, tmp[t][1]);
             }
         }
+        #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) {
             __m512 d = _mm512_set1_ps(load_f32(a[t]));
             acc[t][0] = _mm512_fmadd_ps(tmp[t][0], d, acc[t][0]);
@@ -331,6 +341,7 @@ static inline __attribute__((always_inline)) void gemm_q_tile(const kern_qgeom *
     }
     __mmask16 k0 = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
     __mmask16 k1 = n_rows >= 32 ? 0xFFFF : n_rows <= 16 ? 0 : (__mmask16)((1u << (n_rows - 16)) - 1);
+    #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) {
         _mm512_mask_storeu_ps(y + t * y_stride, k0, acc[t][0]);
         _mm512_mask_storeu_ps(y + t * y_stride + 16, k1, acc[t][1]);
@@ -355,9 +366,11 @@ static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel
                                                               bool accumulate, const int MR)
 {
     __m512 acc[6][2];
+    #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < n_in; k++) {
         __m512 w0 = _mm512_loadu_ps(panel + k * KERN_PANEL_ROWS), w1 = _mm512_loadu_ps(panel + k * KERN_PANEL_ROWS + 16);
+        #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) {
             __m512 xb = _mm512_set1_ps(x[t * x_stride + k]);
             acc[t][0] = _mm512_fmadd_ps(w0, xb, acc[t][0]);
@@ -366,6 +379,7 @@ static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel
     }
     __mmask16 k0 = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
     __mmask16 k1 = n_rows >= 32 ? 0xFFFF : n_rows <= 16 ? 0 : (__mmask16)((1u << (n_rows - 16)) - 1);
+    #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) {
         float *yt = y + t * y_stride;
         if (accumulate) {
@@ -394,6 +408,239 @@ static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_s
 #undef F_TILE
 }
 
+/* ------------------------------------------------------------------ packed weights */
+
+/* The 16 rows x 4 values of k-group c of a group-super-block o (packed.c's layout), as
+ * unsigned bytes. T and, after unrolling, c are constants: the switches fold away. */
+static inline __attribute__((always_inline)) __m512i pk_w(const enum gguf_tensor_type T, const uint8_t *o, const int c)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    switch (T) {
+    case GGUF_TYPE_Q8_0: return _mm512_loadu_si512(o + 32 + 64 * c);
+    case GGUF_TYPE_Q4_0:
+    case GGUF_TYPE_Q4_1:
+    case GGUF_TYPE_Q5_0:
+    case GGUF_TYPE_Q5_1: {
+        const uint8_t *nib = o + (T == GGUF_TYPE_Q4_1 || T == GGUF_TYPE_Q5_1 ? 64 : 32);
+        __m512i v = _mm512_loadu_si512(nib + 64 * (c & 3));
+        __m512i w = c < 4 ? _mm512_and_si512(v, m4) : _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if (T == GGUF_TYPE_Q4_0 || T == GGUF_TYPE_Q4_1) return w;
+        __m512i h = _mm512_loadu_si512(nib + 256);
+        h = c <= 4 ? _mm512_slli_epi16(h, 4 - c) : _mm512_srli_epi16(h, c - 4);
+        return _mm512_ternarylogic_epi32(w, h, _mm512_set1_epi8(0x10), 0xF8); /* w | (h & 0x10) */
+    }
+    case GGUF_TYPE_Q4_K:
+    case GGUF_TYPE_Q5_K: {
+        const int kk = c / 16, e = c % 16;
+        __m512i v = _mm512_loadu_si512(o + 320 + 64 * (8 * kk + e % 8));
+        __m512i w = e < 8 ? _mm512_and_si512(v, m4) : _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if (T == GGUF_TYPE_Q4_K) return w;
+        const int b = c % 8;
+        __m512i h = _mm512_loadu_si512(o + 2368 + 64 * (c / 8));
+        h = b <= 4 ? _mm512_slli_epi16(h, 4 - b) : _mm512_srli_epi16(h, b - 4);
+        return _mm512_ternarylogic_epi32(w, h, _mm512_set1_epi8(0x10), 0xF8);
+    }
+    case GGUF_TYPE_Q6_K: {
+        __m512i v = _mm512_loadu_si512(o + 288 + 64 * (c & 31));
+        __m512i w = c < 32 ? _mm512_and_si512(v, m4) : _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        const int e2 = 2 * (c >> 4);
+        __m512i h = _mm512_loadu_si512(o + 2336 + 64 * (c & 15));
+        h = e2 <= 4 ? _mm512_slli_epi16(h, 4 - e2) : _mm512_srli_epi16(h, e2 - 4);
+        return _mm512_ternarylogic_epi32(w, h, _mm512_set1_epi8(0x30), 0xF8);
+    }
+    default: return _mm512_setzero_si512();
+    }
+}
+
+/* ws and mw of the 16 rows for sub-block j of o */
+static inline __attribute__((always_inline)) void pk_scales(const enum gguf_tensor_type T, const uint8_t *o, const int j,
+                                                            __m512 *ws, __m512 *mw)
+{
+    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)o));
+    switch (T) {
+    case GGUF_TYPE_Q8_0: *ws = d, *mw = _mm512_mul_ps(d, _mm512_set1_ps(-128.0f)); break;
+    case GGUF_TYPE_Q4_0: *ws = d, *mw = _mm512_mul_ps(d, _mm512_set1_ps(-8.0f)); break;
+    case GGUF_TYPE_Q5_0: *ws = d, *mw = _mm512_mul_ps(d, _mm512_set1_ps(-16.0f)); break;
+    case GGUF_TYPE_Q4_1:
+    case GGUF_TYPE_Q5_1: *ws = d, *mw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32))); break;
+    case GGUF_TYPE_Q4_K:
+    case GGUF_TYPE_Q5_K: {
+        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(o + 64 + 16 * j))));
+        __m512 mn = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(o + 192 + 16 * j))));
+        __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32)));
+        *ws = _mm512_mul_ps(d, sc);
+        *mw = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), dmin), mn);
+        break;
+    }
+    case GGUF_TYPE_Q6_K: {
+        __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(o + 32 + 16 * j))));
+        *ws = _mm512_mul_ps(d, sc);
+        *mw = _mm512_mul_ps(*ws, _mm512_set1_ps(-32.0f));
+        break;
+    }
+    default: *ws = *mw = _mm512_setzero_ps(); break;
+    }
+}
+
+static inline int pk_sbk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q4_K || T == GGUF_TYPE_Q5_K || T == GGUF_TYPE_Q6_K ? 256 : 32; }
+static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q6_K ? 16 : 32; }
+
+/* MR tokens x the 16 rows of one group, over the whole row. vpdpbusd's latency is long
+ * (about 8 cycles for 2 per cycle), so each token's integer sums run in two chains (even
+ * and odd k-groups), and the sub-blocks' epilogues overlap the next sums. */
+static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor_type T, const uint8_t *gbase, size_t gsb_bytes,
+                                                          int64_t n_sb, const uint8_t *xa, size_t xa_stride, float *y,
+                                                          int64_t y_stride, __mmask16 rmask, const int MR)
+{
+    const int sbk = pk_sbk(T), bk = pk_bk(T), n_sub = sbk / bk, per_sub = bk / 4;
+    const size_t a_sb = 4 + 4 * (size_t)n_sub + (size_t)sbk, q_off = 4 + 4 * (size_t)n_sub;
+    __m512 acc[6];
+#pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < n_sb; sb++) {
+        const uint8_t *o = gbase + (size_t)sb * gsb_bytes;
+        const uint8_t *a = xa + (size_t)sb * a_sb;
+        __m512 tmp[6];
+#pragma GCC unroll 8
+        for (int t = 0; t < MR; t++) tmp[t] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+        for (int j = 0; j < n_sub; j++) {
+            __m512i I[6], I2[6];
+            I[1] = I2[1] = _mm512_setzero_si512(); /* the MR = 1 path's extra chains */
+#pragma GCC unroll 8
+            for (int t = 0; t < MR; t++) I[t] = I2[t] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int cc = 0; cc < per_sub; cc++) {
+                const int c = j * per_sub + cc;
+                __m512i w = pk_w(T, o, c);
+#pragma GCC unroll 8
+                for (int t = 0; t < MR; t++) {
+                    int32_t xv;
+                    memcpy(&xv, a + (size_t)t * xa_stride + q_off + 4 * (size_t)c, 4);
+                    if (MR == 1 && cc % 4 == 2) I[1] = _mm512_dpbusd_epi32(I[1], w, _mm512_set1_epi32(xv));
+                    else if (MR == 1 && cc % 4 == 3) I2[1] = _mm512_dpbusd_epi32(I2[1], w, _mm512_set1_epi32(xv));
+                    else if (cc & 1) I2[t] = _mm512_dpbusd_epi32(I2[t], w, _mm512_set1_epi32(xv));
+                    else I[t] = _mm512_dpbusd_epi32(I[t], w, _mm512_set1_epi32(xv));
+                }
+            }
+            __m512 ws, mw;
+            pk_scales(T, o, j, &ws, &mw);
+#pragma GCC unroll 8
+            for (int t = 0; t < MR; t++) {
+                float S;
+                memcpy(&S, a + (size_t)t * xa_stride + 4 + 4 * (size_t)j, 4);
+                __m512i sum = _mm512_add_epi32(I[t], I2[t]);
+                if (MR == 1) sum = _mm512_add_epi32(sum, _mm512_add_epi32(I[1], I2[1]));
+                __m512 f = _mm512_cvtepi32_ps(sum);
+                tmp[t] = _mm512_fmadd_ps(f, ws, tmp[t]);
+                tmp[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(S), tmp[t]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < MR; t++) acc[t] = _mm512_fmadd_ps(tmp[t], _mm512_set1_ps(load_f32(a + (size_t)t * xa_stride)), acc[t]);
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) _mm512_mask_storeu_ps(y + t * y_stride, rmask, acc[t]);
+}
+
+static inline __attribute__((always_inline)) void pk_gemm(const enum gguf_tensor_type T, const kern_packed *p, int64_t group,
+                                                          const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
+                                                          int64_t y_stride, int n_rows)
+{
+    const uint8_t *g = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;
+    __mmask16 rm = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
+    int64_t t = 0;
+#define PK(MR) pk_tile(T, g, p->gsb_bytes, p->n_sb, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, rm, MR)
+    for (; t + 6 <= n_tok; t += 6) PK(6);
+    switch (n_tok - t) {
+    case 5: PK(5); break;
+    case 4: PK(4); break;
+    case 3: PK(3); break;
+    case 2: PK(2); break;
+    case 1: PK(1); break;
+    default: break;
+    }
+#undef PK
+}
+
+#define DEF_PK(name, T)                                                                                            \
+    static void gemm_p_##name(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, \
+                              float *y, int64_t y_stride, int n_rows)                                                \
+    {                                                                                                            \
+        pk_gemm(T, p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);                                         \
+    }
+DEF_PK(q8_0, GGUF_TYPE_Q8_0)
+DEF_PK(q4_0, GGUF_TYPE_Q4_0)
+DEF_PK(q4_1, GGUF_TYPE_Q4_1)
+DEF_PK(q5_0, GGUF_TYPE_Q5_0)
+DEF_PK(q5_1, GGUF_TYPE_Q5_1)
+DEF_PK(q4_k, GGUF_TYPE_Q4_K)
+DEF_PK(q5_k, GGUF_TYPE_Q5_K)
+DEF_PK(q6_k, GGUF_TYPE_Q6_K)
+
+/* ------------------------------------------------------------------ exp, softmax, silu */
+
+/* e^x to about 1 ulp: x = n ln2 + r with |r| <= ln2/2, a degree-7 polynomial for e^r
+ * (Cephes' expf coefficients), then scalef for 2^n (which saturates to 0 and inf). */
+static inline __m512 exp16(__m512 x)
+{
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.8f)), _mm512_set1_ps(-104.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static void softmax(float *x, int64_t n)
+{
+    if (n <= 0) return;
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    if (i < n) m = _mm512_mask_max_ps(m, (__mmask16)((1u << (n - i)) - 1), m, _mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i));
+    float max = _mm512_reduce_max_ps(m);
+    if (max == -INFINITY) {
+        for (i = 0; i < n; i++) x[i] = 0.0f;
+        return;
+    }
+    __m512 vmax = _mm512_set1_ps(max);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vmax));
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(x + i, k, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    __m512 inv = _mm512_set1_ps(sum > 0.0 ? (float)(1.0 / sum) : 0.0f);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), inv));
+    }
+}
+
+static void silu(float *x, int64_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+        _mm512_mask_storeu_ps(x + i, k, _mm512_div_ps(v, _mm512_add_ps(one, e)));
+    }
+}
+
 /* ------------------------------------------------------------------ attention */
 
 static inline __m512 kv_load16(const void *base, bool f16, size_t i, __mmask16 m)
@@ -408,14 +655,17 @@ static inline __attribute__((always_inline)) void scores_heads(const float *q, i
 {
     for (int64_t b = p0 / KERN_KV_BLOCK; b <= p1 / KERN_KV_BLOCK; b++) {
         __m512 acc[4];
+        #pragma GCC unroll 8
         for (int h = 0; h < NH; h++) acc[h] = _mm512_setzero_ps();
         size_t base = (size_t)b * (size_t)dim * KERN_KV_BLOCK;
         for (int d = 0; d < dim; d++) {
             __m512 k = kv_load16(kt, f16, base + (size_t)d * KERN_KV_BLOCK, 0xFFFF);
+            #pragma GCC unroll 8
             for (int h = 0; h < NH; h++) acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * dim + d]), k, acc[h]);
         }
         int64_t first = b * KERN_KV_BLOCK, lo = first < p0 ? p0 : first;
         int64_t hi = first + KERN_KV_BLOCK - 1 > p1 ? p1 : first + KERN_KV_BLOCK - 1;
+        #pragma GCC unroll 8
         for (int h = 0; h < NH; h++) {
             if (lo == first && hi == first + KERN_KV_BLOCK - 1) {
                 _mm512_storeu_ps(sc + h * sc_stride + (first - p0), acc[h]);
@@ -449,23 +699,31 @@ static inline __attribute__((always_inline)) void values_heads(const float *w, i
                                                                int64_t out_stride, const int NH)
 {
     __mmask16 m[4];
+    #pragma GCC unroll 8
     for (int k = 0; k < 4; k++) {
         int left = dim - d0 - 16 * k;
         m[k] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
     }
     __m512 acc[4][4];
+    #pragma GCC unroll 8
     for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) acc[h][k] = _mm512_setzero_ps();
     for (int64_t p = p0; p <= p1; p++) {
         size_t base = (size_t)p * (size_t)dim + (size_t)d0;
         __m512 vr[4];
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) vr[k] = kv_load16(v, f16, base + 16 * (size_t)k, m[k]);
+        #pragma GCC unroll 8
         for (int h = 0; h < NH; h++) {
             __m512 wb = _mm512_set1_ps(w[h * w_stride + (p - p0)]);
+            #pragma GCC unroll 8
             for (int k = 0; k < 4; k++) acc[h][k] = _mm512_fmadd_ps(wb, vr[k], acc[h][k]);
         }
     }
+    #pragma GCC unroll 8
     for (int h = 0; h < NH; h++)
+        #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) _mm512_mask_storeu_ps(out + h * out_stride + d0 + 16 * k, m[k], acc[h][k]);
 }
 
@@ -488,6 +746,8 @@ static void attn_values(const float *w, int64_t w_stride, int n_head, int dim, c
 
 void kern_avx512_fill_fast_ops(kern_isa_ops *ops)
 {
+    ops->softmax = softmax;
+    ops->silu = silu;
     ops->attn_scores = attn_scores;
     ops->attn_values = attn_values;
     ops->act_quant = act_quant;
@@ -503,4 +763,12 @@ void kern_avx512_fill_fast_ops(kern_isa_ops *ops)
     ops->qdot[GGUF_TYPE_Q3_K] = qdot_q3_k;
     ops->gemm_q = gemm_q;
     ops->gemm_f = gemm_f;
+    ops->gemm_p[GGUF_TYPE_Q8_0] = gemm_p_q8_0;
+    ops->gemm_p[GGUF_TYPE_Q4_0] = gemm_p_q4_0;
+    ops->gemm_p[GGUF_TYPE_Q4_1] = gemm_p_q4_1;
+    ops->gemm_p[GGUF_TYPE_Q5_0] = gemm_p_q5_0;
+    ops->gemm_p[GGUF_TYPE_Q5_1] = gemm_p_q5_1;
+    ops->gemm_p[GGUF_TYPE_Q4_K] = gemm_p_q4_k;
+    ops->gemm_p[GGUF_TYPE_Q5_K] = gemm_p_q5_k;
+    ops->gemm_p[GGUF_TYPE_Q6_K] = gemm_p_q6_k;
 }
