@@ -149,15 +149,17 @@ void kern_ref_attn_values(const float *w, int64_t w_stride, int n_head, int dim,
 struct kern_packed {
     enum gguf_tensor_type type;
     int64_t n_in, n_out;
-    int64_t n_groups;    /* ceil(n_out / 16) */
-    int64_t n_sb;        /* super-blocks per row */
+    int group_rows;      /* 16 (quantized types) or 32 (F32, F16, BF16) */
+    int64_t n_groups;    /* ceil(n_out / group_rows) */
+    int64_t n_sb;        /* super-blocks per row (float types: values per row) */
     size_t gsb_bytes;    /* bytes per (group, super-block) */
     size_t n_bytes;
     uint8_t *data;       /* (n_groups, n_sb) group-super-blocks */
 };
 int kern_packed_group_sb_bytes(enum gguf_tensor_type type); /* 0 if not packable */
-/* y[t * y_stride + r] for t < n_tok, r < n_rows (<= 16) = row 16 * group + r of p times
- * quantized activation row t (xa + t * xa_stride, kern_qgeom_of(p->type) format). */
+/* y[t * y_stride + r] for t < n_tok, r < n_rows (<= group_rows) = row group_rows * group + r
+ * of p times activation row t (xa + t * xa_stride bytes): quantized in the
+ * kern_qgeom_of(p->type) format, or floats for F32/F16/BF16 weights. */
 typedef void (*kern_gemm_p_fn)(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok,
                                float *y, int64_t y_stride, int n_rows);
 void kern_ref_gemm_packed(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,

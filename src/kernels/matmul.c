@@ -152,9 +152,12 @@ static void rows_packed(const mm_call *c, const mm_item *it, int64_t o0, int64_t
 {
     const kern_packed *p = it->packed;
     kern_gemm_p_fn f = c->ops->gemm_p[p->type];
-    for (int64_t o = o0; o < o1; o += 16) {
-        int n_rows = (int)(o1 - o < 16 ? o1 - o : 16);
-        f(p, o / 16, it->act, it->act_stride, c->n_tok, it->y + o, it->w->n_out, n_rows);
+    const uint8_t *xa = it->g ? it->act : (const uint8_t *)c->x;
+    size_t stride = it->g ? it->act_stride : (size_t)it->w->n_in * sizeof(float);
+    int gr = p->group_rows;
+    for (int64_t o = o0; o < o1; o += gr) {
+        int n_rows = (int)(o1 - o < gr ? o1 - o : gr);
+        f(p, o / gr, xa, stride, c->n_tok, it->y + o, it->w->n_out, n_rows);
     }
 }
 
@@ -176,10 +179,10 @@ static void mm_task(void *ctx, int i_task, int n_tasks, int i_thread)
 static int64_t rows_per_task(const mm_call *c, const mm_item *it, int n_threads)
 {
     const kern_matrix *w = it->w;
-    if (c->panels) return it->packed ? 16 : KERN_PANEL_ROWS;
+    if (c->panels) return it->packed ? it->packed->group_rows : KERN_PANEL_ROWS;
     int64_t r = w->n_out / ((int64_t)n_threads * 8);
-    if (r < 16) r = 16;
-    return (r + 15) / 16 * 16;
+    if (r < 32) r = 32;
+    return (r + 31) / 32 * 32;
 }
 
 static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_tok, kern_workspace *ws, kern_pool *pool)

@@ -21,6 +21,11 @@
  *   Q6_K  d[16] sc[16][16] (int8) | nib: 32 zmm, zmm i: low k-group i, high i + 32
  *         | h2: 16 zmm, zmm i: bits 2e..2e+1 = bits 4..5 of k-group i + 16e             3360
  *
+ * F32, F16 and BF16 are packed in groups of 32 rows, value-major: for each value k, the
+ * 32 rows' elements in a row (64 or 128 bytes), so a prefill step is two vector loads and
+ * multiply-adds with a broadcast activation, in the type of the file (converted in
+ * registers).
+ *
  * Every type keeps its bits per weight (K-quants' packed 6-bit scales become bytes: +4
  * bytes per 256 values), so decode reads as many bytes as from the file. Rows past the
  * matrix end are zero. The unsigned values u and scales are those of kern_ref_unpack_sb,
@@ -133,6 +138,25 @@ static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256],
     }
 }
 
+static bool is_float(enum gguf_tensor_type type)
+{
+    return type == GGUF_TYPE_F32 || type == GGUF_TYPE_F16 || type == GGUF_TYPE_BF16;
+}
+
+/* Float types: group grp, values [0, n_in) of its 32 rows, transposed. */
+static void pack_float_group(const kern_matrix *m, kern_packed *p, int64_t grp)
+{
+    size_t elem = m->type == GGUF_TYPE_F32 ? 4 : 2;
+    uint8_t *dst = p->data + (size_t)(grp * p->n_sb) * p->gsb_bytes;
+    memset(dst, 0, (size_t)p->n_sb * p->gsb_bytes);
+    for (int r = 0; r < 32; r++) {
+        int64_t row = grp * 32 + r;
+        if (row >= m->n_out) break;
+        const uint8_t *src = (const uint8_t *)m->data + (size_t)row * m->row_bytes;
+        for (int64_t k = 0; k < m->n_in; k++) memcpy(dst + (size_t)k * p->gsb_bytes + (size_t)r * elem, src + (size_t)k * elem, elem);
+    }
+}
+
 typedef struct pack_job {
     const kern_matrix *m;
     kern_packed *p;
@@ -142,6 +166,10 @@ static void pack_groups(const pack_job *job, int64_t g0, int64_t g1)
 {
     const kern_matrix *m = job->m;
     kern_packed *p = job->p;
+    if (is_float(m->type)) {
+        for (int64_t grp = g0; grp < g1; grp++) pack_float_group(m, p, grp);
+        return;
+    }
     const kern_qgeom *g = kern_qgeom_of(m->type);
     int64_t n_sb = m->n_in / g->sbk;
     uint8_t u[16][256];
@@ -173,7 +201,7 @@ static void pack_task(void *ctx, int i_task, int n_tasks)
     pack_groups(job, n * i_task / n_tasks, n * (i_task + 1) / n_tasks);
 }
 
-bool kern_packable(enum gguf_tensor_type type) { return kern_packed_group_sb_bytes(type) > 0; }
+bool kern_packable(enum gguf_tensor_type type) { return is_float(type) || kern_packed_group_sb_bytes(type) > 0; }
 
 int kern_pack(const kern_matrix *m, kern_packed **out, kern_pool *pool)
 {
@@ -181,13 +209,19 @@ int kern_pack(const kern_matrix *m, kern_packed **out, kern_pool *pool)
     if (!kern_packable(m->type) || m->n_out <= 0) return DK_ERR_UNSUPPORTED;
     kern_packed *p = dk_calloc(1, sizeof *p);
     if (!p) return DK_ERR_NOMEM;
-    const kern_qgeom *g = kern_qgeom_of(m->type);
     p->type = m->type;
     p->n_in = m->n_in;
     p->n_out = m->n_out;
-    p->n_groups = (m->n_out + 15) / 16;
-    p->n_sb = m->n_in / g->sbk;
-    p->gsb_bytes = (size_t)kern_packed_group_sb_bytes(m->type);
+    if (is_float(m->type)) {
+        p->group_rows = 32;
+        p->n_sb = m->n_in;
+        p->gsb_bytes = 32 * (m->type == GGUF_TYPE_F32 ? 4 : 2);
+    } else {
+        p->group_rows = 16;
+        p->n_sb = m->n_in / kern_qgeom_of(m->type)->sbk;
+        p->gsb_bytes = (size_t)kern_packed_group_sb_bytes(m->type);
+    }
+    p->n_groups = (m->n_out + p->group_rows - 1) / p->group_rows;
     size_t n;
     if (dk_mul_size((size_t)p->n_groups, (size_t)p->n_sb, &n) || dk_mul_size(n, p->gsb_bytes, &n) ||
         !(p->data = dk_malloc(n ? n : 1))) {
@@ -269,9 +303,33 @@ static void ref_scales(enum gguf_tensor_type type, const uint8_t *o, int r, int 
     }
 }
 
+static void ref_gemm_float(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
+                           int64_t y_stride, int n_rows)
+{
+    const uint8_t *base = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *x = (const float *)(xa + (size_t)t * xa_stride);
+        for (int r = 0; r < n_rows; r++) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < p->n_in; k++) {
+                const uint8_t *e = base + (size_t)k * p->gsb_bytes;
+                float w;
+                if (p->type == GGUF_TYPE_F32) memcpy(&w, e + 4 * r, 4);
+                else w = p->type == GGUF_TYPE_F16 ? h2f(e + 2 * r) : kern_bf16_to_fp32(rd16(e + 2 * r));
+                acc += w * x[k];
+            }
+            y[t * y_stride + r] = acc;
+        }
+    }
+}
+
 void kern_ref_gemm_packed(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
                           int64_t y_stride, int n_rows)
 {
+    if (is_float(p->type)) {
+        ref_gemm_float(p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);
+        return;
+    }
     const kern_qgeom *g = kern_qgeom_of(p->type);
     int n_sub = g->sbk / g->bk;
     const uint8_t *base = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;

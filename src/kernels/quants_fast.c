@@ -364,7 +364,7 @@ void kern_ref_fill_fast_ops(kern_isa_ops *ops)
     ops->gemm_q = gemm_q_ref;
     ops->gemm_f = gemm_f_ref;
     for (int t = 0; t < GGUF_TYPE_COUNT; t++)
-        if (kern_packable((enum gguf_tensor_type)t)) ops->gemm_p[t] = kern_ref_gemm_packed;
+        if (gguf_type_is_known(t) && kern_packable((enum gguf_tensor_type)t)) ops->gemm_p[t] = kern_ref_gemm_packed;
     ops->softmax = kern_ref_softmax;
     ops->silu = kern_ref_silu;
     ops->attn_scores = kern_ref_attn_scores;

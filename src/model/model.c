@@ -715,6 +715,96 @@ static void embed_row(const kern_matrix *m, int64_t row, float *dst)
     kern_dequantize_row(m->type, (const uint8_t *)m->data + (size_t)row * m->row_bytes, dst, m->n_in);
 }
 
+/* The per-token work between the matrix products of a causal layer. Each step is
+ * independent across tokens, so a batch spreads it over the pool's threads (a decode step
+ * of one token runs it inline). */
+enum layer_phase {
+    PHASE_ATTN_NORM,  /* cur = norm(x) */
+    PHASE_QK,         /* q, k, v biases, q/k norms, RoPE, q prescale, K and V into the cache */
+    PHASE_ATTN_OUT,   /* tmp += bias; x += post_norm(tmp); cur = ffn_norm(x) */
+    PHASE_ACT,        /* gate = act(gate) * up */
+    PHASE_FFN_OUT,    /* x += post_ffw_norm(tmp) */
+};
+
+typedef struct layer_step {
+    model_ctx *c;
+    const model_layer *L;
+    int64_t il, pos0, n_tok;
+    enum layer_phase phase;
+} layer_step;
+
+/* Tokens from which the per-token steps run in parallel. */
+#define PAR_MIN_TOK 4
+
+static void step_tokens(const layer_step *s, int64_t t0, int64_t t1)
+{
+    model_ctx *c = s->c;
+    const model_weights *m = c->m;
+    const model_hparams *hp = &m->hp;
+    const model_layer *L = s->L;
+    int64_t E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv;
+    int64_t dk = hp->head_dim_k, dv = hp->head_dim_v;
+    int64_t q_dim = H * dk, k_dim = Hkv * dk, v_dim = Hkv * dv;
+    bool gemma = hp->arch == MODEL_ARCH_GEMMA2 || hp->arch == MODEL_ARCH_GEMMA3;
+    float eps = hp->norm_eps;
+    for (int64_t t = t0; t < t1; t++) {
+        float *x = c->x + t * E, *cur = c->cur + t * E, *tmp = c->tmp + t * E;
+        switch (s->phase) {
+        case PHASE_ATTN_NORM: kern_rmsnorm(cur, x, L->attn_norm, E, eps); break;
+        case PHASE_QK: {
+            float *q = c->q + t * q_dim, *k = c->k + t * k_dim, *v = c->v + t * v_dim;
+            if (L->bq) kern_add(q, q, L->bq, q_dim);
+            if (L->bk) kern_add(k, k, L->bk, k_dim);
+            if (L->bv) kern_add(v, v, L->bv, v_dim);
+            if (L->q_norm) for (int64_t h = 0; h < H; h++) kern_rmsnorm(q + h * dk, q + h * dk, L->q_norm, dk, eps);
+            if (L->k_norm) for (int64_t h = 0; h < Hkv; h++) kern_rmsnorm(k + h * dk, k + h * dk, L->k_norm, dk, eps);
+            /* SWA layers: gemma3's own base, and no linear scaling (llama.cpp's freq_scale_swa = 1) */
+            float base = (hp->arch == MODEL_ARCH_GEMMA3 && L->swa) ? hp->rope_base_swa : hp->rope_base;
+            const float *factors = L->swa ? m->rope_factors_swa : m->rope_factors;
+            kern_rope(q, (int)H, (int)dk, (int)hp->n_rot, s->pos0 + t, base, factors, hp->rope_neox);
+            kern_rope(k, (int)Hkv, (int)dk, (int)hp->n_rot, s->pos0 + t, base, factors, hp->rope_neox);
+            if (hp->arch == MODEL_ARCH_PHI3 || gemma) kern_scale(q, hp->attn_scale, q_dim);
+            for (int64_t h = 0; h < Hkv; h++) {
+                kern_kv_store_k(kv_head(c, c->k_cache, s->il, h, dk), c->kv_f16, (int)dk, s->pos0 + t, k + h * dk);
+                kern_kv_store_v(kv_head(c, c->v_cache, s->il, h, dv), c->kv_f16, (int)dv, s->pos0 + t, v + h * dv);
+            }
+            break;
+        }
+        case PHASE_ATTN_OUT:
+            if (L->bo) kern_add(tmp, tmp, L->bo, E);
+            if (L->post_attn_norm) kern_rmsnorm(tmp, tmp, L->post_attn_norm, E, eps);
+            kern_add(x, x, tmp, E);
+            kern_rmsnorm(cur, x, L->ffn_norm, E, eps);
+            break;
+        case PHASE_ACT: {
+            float *g = c->gate + t * F;
+            if (gemma) kern_gelu(g, F);
+            else kern_silu(g, F);
+            kern_mul(g, g, c->up + t * F, F);
+            break;
+        }
+        case PHASE_FFN_OUT:
+            if (L->post_ffw_norm) kern_rmsnorm(tmp, tmp, L->post_ffw_norm, E, eps);
+            kern_add(x, x, tmp, E);
+            break;
+        }
+    }
+}
+
+static void step_task(void *ctx, int i_task, int n_tasks)
+{
+    const layer_step *s = ctx;
+    int64_t n = s->n_tok;
+    step_tokens(s, n * i_task / n_tasks, n * (i_task + 1) / n_tasks);
+}
+
+static void run_step(model_ctx *c, const model_layer *L, int64_t il, int64_t pos0, int64_t n_tok, enum layer_phase phase)
+{
+    layer_step s = {c, L, il, pos0, n_tok, phase};
+    if (n_tok < PAR_MIN_TOK || !c->pool) step_tokens(&s, 0, n_tok);
+    else kern_pool_run(c->pool, step_task, &s, c->n_threads);
+}
+
 /* Runs one batch (n_tok <= n_batch) at positions n_past..; leaves the final hidden states
  * (before the output norm) in c->x. */
 static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
@@ -748,7 +838,7 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         bool swa = L->swa;
         const float *in = c->x;
         if (!bert) {
-            rms_rows(c->cur, c->x, L->attn_norm, n_tok, E, hp->norm_eps);
+            run_step(c, L, il, pos0, n_tok, PHASE_ATTN_NORM);
             in = c->cur;
         }
         if (L->has_wqkv) {
@@ -763,26 +853,18 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
             kern_mm qkv[3] = {{&L->wq.w, L->wq.packed, c->q}, {&L->wk.w, L->wk.packed, c->k}, {&L->wv.w, L->wv.packed, c->v}};
             kern_matmul_many(qkv, 3, in, n_tok, c->prec, c->ws, pool);
         }
-        add_bias_rows(c->q, L->bq, n_tok, q_dim);
-        add_bias_rows(c->k, L->bk, n_tok, k_dim);
-        add_bias_rows(c->v, L->bv, n_tok, v_dim);
-        if (L->q_norm) rms_rows(c->q, c->q, L->q_norm, n_tok * H, dk, hp->norm_eps);
-        if (L->k_norm) rms_rows(c->k, c->k, L->k_norm, n_tok * Hkv, dk, hp->norm_eps);
-        if (!bert) {
-            /* SWA layers: gemma3's own base, and no linear scaling (llama.cpp's freq_scale_swa = 1) */
-            float base = (hp->arch == MODEL_ARCH_GEMMA3 && swa) ? hp->rope_base_swa : hp->rope_base;
-            const float *factors = swa ? m->rope_factors_swa : m->rope_factors;
+        if (bert) {
+            add_bias_rows(c->q, L->bq, n_tok, q_dim);
+            add_bias_rows(c->k, L->bk, n_tok, k_dim);
+            add_bias_rows(c->v, L->bv, n_tok, v_dim);
             for (int64_t t = 0; t < n_tok; t++) {
-                kern_rope(c->q + t * q_dim, (int)H, (int)dk, (int)hp->n_rot, pos0 + t, base, factors, hp->rope_neox);
-                kern_rope(c->k + t * k_dim, (int)Hkv, (int)dk, (int)hp->n_rot, pos0 + t, base, factors, hp->rope_neox);
+                for (int64_t h = 0; h < Hkv; h++) {
+                    kern_kv_store_k(kv_head(c, c->k_cache, il, h, dk), c->kv_f16, (int)dk, pos0 + t, c->k + t * k_dim + h * dk);
+                    kern_kv_store_v(kv_head(c, c->v_cache, il, h, dv), c->kv_f16, (int)dv, pos0 + t, c->v + t * v_dim + h * dv);
+                }
             }
-        }
-        if (q_prescale) kern_scale(c->q, inv_sqrt_dk, n_tok * q_dim);
-        for (int64_t t = 0; t < n_tok; t++) {
-            for (int64_t h = 0; h < Hkv; h++) {
-                kern_kv_store_k(kv_head(c, c->k_cache, il, h, dk), c->kv_f16, (int)dk, pos0 + t, c->k + t * k_dim + h * dk);
-                kern_kv_store_v(kv_head(c, c->v_cache, il, h, dv), c->kv_f16, (int)dv, pos0 + t, c->v + t * v_dim + h * dv);
-            }
+        } else {
+            run_step(c, L, il, pos0, n_tok, PHASE_QK);
         }
         attn_job job = {c, il, n_tok, pos0, swa ? hp->n_swa : 0, q_prescale ? 1.0f : inv_sqrt_dk,
                         hp->attn_softcap, hp->causal};
@@ -790,9 +872,9 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         int n_tasks = n_pairs < (int64_t)c->n_threads * 4 ? (int)n_pairs : c->n_threads * 4;
         kern_pool_run_threads(pool, attn_task, &job, n_tasks);
         mm(c, &L->wo, c->att, n_tok, c->tmp);
-        add_bias_rows(c->tmp, L->bo, n_tok, E);
 
         if (bert) {
+            add_bias_rows(c->tmp, L->bo, n_tok, E);
             kern_add(c->tmp, c->tmp, c->x, n_tok * E);
             ln_rows(c->x, c->tmp, L->attn_out_norm, L->attn_out_norm_b, n_tok, E, hp->norm_eps);
             mm(c, &L->ffn_up, c->x, n_tok, c->up);
@@ -804,10 +886,7 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
             ln_rows(c->x, c->tmp, L->out_norm, L->out_norm_b, n_tok, E, hp->norm_eps);
             continue;
         }
-        if (L->post_attn_norm) rms_rows(c->tmp, c->tmp, L->post_attn_norm, n_tok, E, hp->norm_eps);
-        kern_add(c->x, c->x, c->tmp, n_tok * E);
-
-        rms_rows(c->cur, c->x, L->ffn_norm, n_tok, E, hp->norm_eps);
+        run_step(c, L, il, pos0, n_tok, PHASE_ATTN_OUT);
         if (L->has_gate) {
             kern_mm gu[2] = {{&L->ffn_gate.w, L->ffn_gate.packed, c->gate}, {&L->ffn_up.w, L->ffn_up.packed, c->up}};
             kern_matmul_many(gu, 2, c->cur, n_tok, c->prec, c->ws, pool);
@@ -818,12 +897,9 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
                 memmove(c->gate + t * F, c->gate + t * 2 * F, (size_t)F * sizeof(float));
             }
         }
-        if (gemma) kern_gelu(c->gate, n_tok * F);
-        else kern_silu(c->gate, n_tok * F);
-        kern_mul(c->gate, c->gate, c->up, n_tok * F);
+        run_step(c, L, il, pos0, n_tok, PHASE_ACT);
         mm(c, &L->ffn_down, c->gate, n_tok, c->tmp);
-        if (L->post_ffw_norm) rms_rows(c->tmp, c->tmp, L->post_ffw_norm, n_tok, E, hp->norm_eps);
-        kern_add(c->x, c->x, c->tmp, n_tok * E);
+        run_step(c, L, il, pos0, n_tok, PHASE_FFN_OUT);
     }
     c->n_past += n_tok;
 }

@@ -365,7 +365,7 @@ static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel
                                                               int64_t x_stride, float *y, int64_t y_stride, int n_rows,
                                                               bool accumulate, const int MR)
 {
-    __m512 acc[6][2];
+    __m512 acc[8][2];
     #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < n_in; k++) {
@@ -396,8 +396,10 @@ static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_s
 {
     int64_t t = 0;
 #define F_TILE(MR) gemm_f_tile(panel, n_in, x + t * x_stride, x_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
-    for (; t + 6 <= n_tok; t += 6) F_TILE(6);
+    for (; t + 8 <= n_tok; t += 8) F_TILE(8);
     switch (n_tok - t) {
+    case 7: F_TILE(7); break;
+    case 6: F_TILE(6); break;
     case 5: F_TILE(5); break;
     case 4: F_TILE(4); break;
     case 3: F_TILE(3); break;
@@ -577,6 +579,100 @@ DEF_PK(q5_1, GGUF_TYPE_Q5_1)
 DEF_PK(q4_k, GGUF_TYPE_Q4_K)
 DEF_PK(q5_k, GGUF_TYPE_Q5_K)
 DEF_PK(q6_k, GGUF_TYPE_Q6_K)
+
+/* Float weights packed value-major in groups of 32 rows (packed.c): MR tokens x 32 rows,
+ * one broadcast activation and two vector multiply-adds per value and token. */
+static inline __attribute__((always_inline)) __m512 pf_load(const enum gguf_tensor_type T, const uint8_t *e, const int half)
+{
+    if (T == GGUF_TYPE_F32) return _mm512_loadu_ps(e + 64 * half);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(e + 32 * half));
+    if (T == GGUF_TYPE_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline __attribute__((always_inline)) void pf_tile(const enum gguf_tensor_type T, const uint8_t *g, size_t gsb_bytes,
+                                                          int64_t n_in, const uint8_t *xa, size_t xa_stride, float *y,
+                                                          int64_t y_stride, int n_rows, bool accumulate, const int MR)
+{
+    __m512 acc[8][2];
+#pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < n_in; k++) {
+        const uint8_t *e = g + (size_t)k * gsb_bytes;
+        __m512 w0 = pf_load(T, e, 0), w1 = pf_load(T, e, 1);
+#pragma GCC unroll 8
+        for (int t = 0; t < MR; t++) {
+            __m512 xb = _mm512_set1_ps(((const float *)(xa + (size_t)t * xa_stride))[k]);
+            acc[t][0] = _mm512_fmadd_ps(w0, xb, acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(w1, xb, acc[t][1]);
+        }
+    }
+    __mmask16 k0 = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
+    __mmask16 k1 = n_rows >= 32 ? 0xFFFF : n_rows <= 16 ? 0 : (__mmask16)((1u << (n_rows - 16)) - 1);
+#pragma GCC unroll 8
+    for (int t = 0; t < MR; t++) {
+        if (accumulate) {
+            acc[t][0] = _mm512_add_ps(acc[t][0], _mm512_maskz_loadu_ps(k0, y + t * y_stride));
+            acc[t][1] = _mm512_add_ps(acc[t][1], _mm512_maskz_loadu_ps(k1, y + t * y_stride + 16));
+        }
+        _mm512_mask_storeu_ps(y + t * y_stride, k0, acc[t][0]);
+        _mm512_mask_storeu_ps(y + t * y_stride + 16, k1, acc[t][1]);
+    }
+}
+
+/* Values per chunk: 32 KB of weights stay in L1 while every token passes over them. */
+#define PF_CHUNK_BYTES 32768
+
+static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor_type T, const kern_packed *p, int64_t group,
+                                                          const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
+                                                          int64_t y_stride, int n_rows)
+{
+    /* A batch converts each chunk of half floats to F32 once, so that its inner loop is
+     * multiply-adds only; a single token converts in registers. */
+    const bool widen = T != GGUF_TYPE_F32 && n_tok >= 8;
+    const enum gguf_tensor_type TT = widen ? GGUF_TYPE_F32 : T;
+    _Alignas(64) float wide[PF_CHUNK_BYTES / 4];
+    int64_t chunk = n_tok == 1 ? p->n_in : (int64_t)(PF_CHUNK_BYTES / 128);
+    for (int64_t k0 = 0; k0 < p->n_in; k0 += chunk) {
+        int64_t n_k = p->n_in - k0 < chunk ? p->n_in - k0 : chunk;
+        const uint8_t *g = p->data + (size_t)(group * p->n_sb + k0) * p->gsb_bytes;
+        size_t stride = p->gsb_bytes;
+        if (widen) {
+            for (int64_t k = 0; k < n_k; k++) {
+                _mm512_store_ps(wide + 32 * k, pf_load(T, g + (size_t)k * stride, 0));
+                _mm512_store_ps(wide + 32 * k + 16, pf_load(T, g + (size_t)k * stride, 1));
+            }
+            g = (const uint8_t *)wide;
+            stride = 128;
+        }
+        const uint8_t *xk = xa + (size_t)k0 * sizeof(float);
+        bool acc = k0 > 0;
+        int64_t t = 0;
+#define PF(MR) pf_tile(TT, g, stride, n_k, xk + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, acc, MR)
+        for (; t + 8 <= n_tok; t += 8) PF(8);
+        switch (n_tok - t) {
+        case 7: PF(7); break;
+        case 6: PF(6); break;
+        case 5: PF(5); break;
+        case 4: PF(4); break;
+        case 3: PF(3); break;
+        case 2: PF(2); break;
+        case 1: PF(1); break;
+        default: break;
+        }
+#undef PF
+    }
+}
+
+#define DEF_PF(name, T)                                                                                            \
+    static void gemm_p_##name(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, \
+                              float *y, int64_t y_stride, int n_rows)                                                \
+    {                                                                                                            \
+        pf_gemm(T, p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);                                         \
+    }
+DEF_PF(f32, GGUF_TYPE_F32)
+DEF_PF(f16, GGUF_TYPE_F16)
+DEF_PF(bf16, GGUF_TYPE_BF16)
 
 /* ------------------------------------------------------------------ exp, softmax, silu */
 
@@ -771,4 +867,7 @@ void kern_avx512_fill_fast_ops(kern_isa_ops *ops)
     ops->gemm_p[GGUF_TYPE_Q4_K] = gemm_p_q4_k;
     ops->gemm_p[GGUF_TYPE_Q5_K] = gemm_p_q5_k;
     ops->gemm_p[GGUF_TYPE_Q6_K] = gemm_p_q6_k;
+    ops->gemm_p[GGUF_TYPE_F32] = gemm_p_f32;
+    ops->gemm_p[GGUF_TYPE_F16] = gemm_p_f16;
+    ops->gemm_p[GGUF_TYPE_BF16] = gemm_p_bf16;
 }
