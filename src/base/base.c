@@ -63,6 +63,17 @@ void *dk_malloc(size_t n_bytes)
     return malloc(n_bytes ? n_bytes : 1);
 }
 
+void *dk_malloc_huge(size_t n_bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    if (n_bytes < huge) return dk_malloc(n_bytes);
+    if (!alloc_allowed()) return NULL;
+    void *p = NULL;
+    if (posix_memalign(&p, huge, n_bytes) != 0) return NULL;
+    madvise(p, n_bytes / huge * huge, MADV_HUGEPAGE);
+    return p;
+}
+
 void *dk_calloc(size_t n, size_t size)
 {
     size_t total;

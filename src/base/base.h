@@ -45,6 +45,10 @@ void *dk_malloc(size_t n_bytes);                  /* NULL on failure or n_bytes 
 void *dk_calloc(size_t n, size_t size);           /* zeroed; NULL if n*size overflows */
 void *dk_realloc(void *p, size_t n_bytes);
 void *dk_malloc_array(size_t n, size_t size);     /* NULL if n*size overflows */
+/* n_bytes for big arrays streamed every step (repacked weights, KV caches): aligned to
+ * 2 MiB and advised to use transparent huge pages, so that streaming them does not miss
+ * the TLB every 4 KiB. Freed with dk_free. */
+void *dk_malloc_huge(size_t n_bytes);
 char *dk_strdup(const char *s);
 char *dk_strndup(const char *s, size_t n);
 void dk_free(void *p);

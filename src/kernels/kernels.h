@@ -66,6 +66,12 @@ typedef struct kern_pool kern_pool;
 /* Weights repacked for the fast path (rows interleaved in groups of 16; see packed.c). */
 typedef struct kern_packed kern_packed;
 
+/* The fast path's dot product of one row with x (KERN_PRECISION_FAST, see below): x is
+ * quantized as the fast matmuls quantize it and multiplied with the row's integers; F32,
+ * F16 and BF16 rows give kern_dot_row. 0 for lengths that are not whole blocks or when out
+ * of memory. For tests and tools; the matmuls do not call it. */
+float kern_dot_row_fast(enum gguf_tensor_type type, const void *row, const float *x, int64_t n);
+
 /* ---- a weight matrix as stored in the file: n_out rows of n_in values ---- */
 typedef struct kern_matrix {
     enum gguf_tensor_type type;

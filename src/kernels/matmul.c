@@ -74,6 +74,20 @@ void kern_workspace_free(kern_workspace *ws)
     dk_free(ws);
 }
 
+float kern_dot_row_fast(enum gguf_tensor_type type, const void *row, const float *x, int64_t n)
+{
+    const kern_qgeom *g = gguf_type_is_known((int)type) ? kern_qgeom_of(type) : NULL;
+    if (!g) return kern_dot_row(type, row, x, n);
+    if (n <= 0 || n % g->sbk != 0) return 0.0f;
+    uint8_t *xa = dk_malloc(kern_act_sb_bytes(g) * (size_t)(n / g->sbk));
+    if (!xa) return 0.0f;
+    const kern_isa_ops *ops = kern_ops();
+    ops->act_quant(g, x, xa, n);
+    float v = ops->qdot[type](row, xa, n);
+    dk_free(xa);
+    return v;
+}
+
 /* ------------------------------------------------------------------ one call */
 
 typedef struct mm_item {
@@ -189,7 +203,7 @@ static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_t
 {
     mm_call c = {.x = x, .n_tok = n_tok, .ops = kern_ops(), .ws = ws, .panels = n_tok >= GEMM_MIN_TOK};
     const kern_qgeom *slot_geom[ACT_SLOTS] = {NULL};
-    int n_slots = 0, n_threads = kern_pool_threads(pool), n_tasks = 0;
+    int n_slots = 0, n_threads = kern_pool_threads(pool), n_tasks = 0, rest = n_mm;
     for (int j = 0; j < n_mm; j++) {
         mm_item *it = &c.item[c.n_item];
         it->w = mm[j].w;
@@ -199,9 +213,8 @@ static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_t
         if (it->g) {
             int s = 0;
             while (s < n_slots && slot_geom[s] != it->g) s++;
-            if (s == ACT_SLOTS) { /* a third format: do the rest in another round */
-                matmul_fast(mm + j, n_mm - j, x, n_tok, ws, pool);
-                n_mm = j;
+            if (s == ACT_SLOTS) { /* a third format: the rest goes in another round, after this one */
+                rest = j;
                 break;
             }
             if (s == n_slots) {
@@ -221,6 +234,7 @@ static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_t
         c.n_item++;
     }
     kern_pool_run_threads(pool, mm_task, &c, n_tasks);
+    if (rest < n_mm) matmul_fast(mm + rest, n_mm - rest, x, n_tok, ws, pool);
 }
 
 void kern_matmul_many(const kern_mm *mm, int n_mm, const float *x, int64_t n_tok, enum kern_precision prec,

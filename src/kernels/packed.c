@@ -224,7 +224,7 @@ int kern_pack(const kern_matrix *m, kern_packed **out, kern_pool *pool)
     p->n_groups = (m->n_out + p->group_rows - 1) / p->group_rows;
     size_t n;
     if (dk_mul_size((size_t)p->n_groups, (size_t)p->n_sb, &n) || dk_mul_size(n, p->gsb_bytes, &n) ||
-        !(p->data = dk_malloc(n ? n : 1))) {
+        !(p->data = dk_malloc_huge(n ? n : 1))) {
         dk_free(p);
         return DK_ERR_NOMEM;
     }

@@ -487,6 +487,9 @@ static inline __attribute__((always_inline)) void pk_scales(const enum gguf_tens
 static inline int pk_sbk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q4_K || T == GGUF_TYPE_Q5_K || T == GGUF_TYPE_Q6_K ? 256 : 32; }
 static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q6_K ? 16 : 32; }
 
+/* Bytes ahead of the current weights that decode prefetches (about 1.5 us at 20 GB/s). */
+#define PK_PREFETCH 2048
+
 /* MR tokens x the 16 rows of one group, over the whole row. vpdpbusd's latency is long
  * (about 8 cycles for 2 per cycle), so each token's integer sums run in two chains (even
  * and odd k-groups), and the sub-blocks' epilogues overlap the next sums. */
@@ -502,6 +505,9 @@ static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor
     for (int64_t sb = 0; sb < n_sb; sb++) {
         const uint8_t *o = gbase + (size_t)sb * gsb_bytes;
         const uint8_t *a = xa + (size_t)sb * a_sb;
+        /* decode streams the weights once: fetch ahead of the hardware prefetcher */
+        if (MR == 1)
+            for (size_t l = 0; l < gsb_bytes; l += 64) _mm_prefetch((const char *)(o + PK_PREFETCH + l), _MM_HINT_T0);
         __m512 tmp[6];
 #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) tmp[t] = _mm512_setzero_ps();
@@ -597,7 +603,24 @@ static inline __attribute__((always_inline)) void pf_tile(const enum gguf_tensor
     __m512 acc[8][2];
 #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < n_in; k++) {
+    int64_t k = 0;
+    if (MR == 1) { /* decode: four chains, so that the multiply-adds' latency overlaps */
+        __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+        const float *x = (const float *)xa;
+        for (; k + 2 <= n_in; k += 2) {
+            const uint8_t *e = g + (size_t)k * gsb_bytes;
+            _mm_prefetch((const char *)(e + PK_PREFETCH), _MM_HINT_T0);
+            if (T == GGUF_TYPE_F32) _mm_prefetch((const char *)(e + PK_PREFETCH + 64), _MM_HINT_T0);
+            __m512 x0 = _mm512_set1_ps(x[k]), x1 = _mm512_set1_ps(x[k + 1]);
+            acc[0][0] = _mm512_fmadd_ps(pf_load(T, e, 0), x0, acc[0][0]);
+            acc[0][1] = _mm512_fmadd_ps(pf_load(T, e, 1), x0, acc[0][1]);
+            b0 = _mm512_fmadd_ps(pf_load(T, e + gsb_bytes, 0), x1, b0);
+            b1 = _mm512_fmadd_ps(pf_load(T, e + gsb_bytes, 1), x1, b1);
+        }
+        acc[0][0] = _mm512_add_ps(acc[0][0], b0);
+        acc[0][1] = _mm512_add_ps(acc[0][1], b1);
+    }
+    for (; k < n_in; k++) {
         const uint8_t *e = g + (size_t)k * gsb_bytes;
         __m512 w0 = pf_load(T, e, 0), w1 = pf_load(T, e, 1);
 #pragma GCC unroll 8
