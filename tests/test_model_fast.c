@@ -227,3 +227,41 @@ TEST(model_fast, bert_tiny)
         model_free(m);
     }
 }
+
+/* Decoding one token over a long context splits the attention of each kv head in chunks
+ * over the threads (attn_chunk_task/attn_merge); the merged softmax must equal the one of
+ * the same position evaluated inside a batch. */
+TEST(model_fast, long_context_split_attention)
+{
+    char path[1024], err[DK_ERRLEN];
+    model_weights *m = NULL;
+    REQUIRE_MSG(model_load(&m, test_kit_file(path, sizeof path, "forward/llama-tiny/llama-tiny.F32.gguf"), err) == DK_OK, "%s", err);
+    const int64_t n = 700, V = model_get_hparams(m)->n_vocab;
+    int32_t *toks = dk_malloc_array((size_t)n, sizeof(int32_t));
+    float *batch = dk_malloc_array((size_t)V, sizeof(float)), *step = dk_malloc_array((size_t)V, sizeof(float));
+    REQUIRE(toks && batch && step);
+    for (int64_t i = 0; i < n; i++) toks[i] = (int32_t)(1 + (i * 37) % (V - 1));
+    for (int fast = 0; fast <= 1; fast++) {
+        model_ctx_params cp = model_ctx_default_params();
+        cp.n_ctx = 1024;
+        cp.n_batch = 1024;
+        cp.n_threads = 2;
+        cp.numerics = fast ? MODEL_NUMERICS_FAST : MODEL_NUMERICS_EXACT;
+        model_ctx *c = NULL;
+        REQUIRE_MSG(model_ctx_new(&c, m, &cp, err) == DK_OK, "%s", err);
+        CHECK(model_decode(c, toks, n, false, batch, err) == DK_OK);  /* position n-1 inside the batch */
+        CHECK(model_ctx_truncate(c, n - 1, err) == DK_OK);
+        CHECK(model_decode(c, toks + n - 1, 1, false, step, err) == DK_OK); /* alone: split attention */
+        double d = 0;
+        for (int64_t i = 0; i < V; i++) d = fmax(d, fabs((double)batch[i] - step[i]));
+        /* FAST: the batch and the single token go through different matmul kernels, whose
+         * float rounding can flip an int8 activation */
+        CHECK_MSG(d <= (fast ? 0.05 : 1e-4), "%s: batch vs split decode max |d| %g", fast ? "fast" : "exact", d);
+        test_log("long context, %s: batch vs split decode max |d| %.3g\n", fast ? "fast" : "exact", d);
+        model_ctx_free(c);
+    }
+    dk_free(toks);
+    dk_free(batch);
+    dk_free(step);
+    model_free(m);
+}

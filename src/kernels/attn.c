@@ -58,7 +58,8 @@ void kern_ref_attn_values(const float *w, int64_t w_stride, int n_head, int dim,
     }
 }
 
-void kern_softmax(float *x, int64_t n) { kern_ops()->softmax(x, n); }
+void kern_softmax(float *x, int64_t n) { kern_ops()->softmax(x, n, NULL); }
+double kern_softmax_stats(float *x, int64_t n, float *max) { return kern_ops()->softmax(x, n, max); }
 void kern_silu(float *x, int64_t n) { kern_ops()->silu(x, n); }
 
 void kern_attn_scores(const float *q, int n_head, int dim, const void *kt, bool f16, int64_t p0, int64_t p1, float *sc,

@@ -173,14 +173,14 @@ typedef struct kern_isa_ops {
     kern_gemm_q_fn gemm_q;
     kern_gemm_f_fn gemm_f;
     kern_gemm_p_fn gemm_p[GGUF_TYPE_COUNT];
-    void (*softmax)(float *x, int64_t n);
+    double (*softmax)(float *x, int64_t n, float *max); /* kern_softmax_stats */
     void (*silu)(float *x, int64_t n);
     kern_attn_scores_fn attn_scores;
     kern_attn_values_fn attn_values;
 } kern_isa_ops;
 
 /* kernels_ref.c: references of the vectorised row kernels. */
-void kern_ref_softmax(float *x, int64_t n);
+double kern_ref_softmax(float *x, int64_t n, float *max);
 void kern_ref_silu(float *x, int64_t n);
 
 /* quants_fast.c: the reference of the fast path. */

@@ -135,6 +135,10 @@ void kern_matmul_many(const kern_mm *mm, int n_mm, const float *x, int64_t n_tok
 void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps); /* w may be NULL */
 void kern_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
 void kern_softmax(float *x, int64_t n);             /* in place, max-subtracted, exp in float, sum in double (as ggml) */
+/* kern_softmax that also gives what a split softmax needs to be merged: *max (may be NULL)
+ * receives max(x) (-inf when n == 0 or all are -inf) and it returns sum(exp(x - max))
+ * before normalisation (0 then). */
+double kern_softmax_stats(float *x, int64_t n, float *max);
 void kern_silu(float *x, int64_t n);                /* x * sigmoid(x), in place */
 /* GELU (tanh form) as ggml's CPU backend computes it: through a table indexed by the fp16
  * value of x for -10 < x < 10, 0 below, x above. Matching it matters for gemma/bert refs. */

@@ -87,11 +87,12 @@ void kern_layernorm(float *out, const float *x, const float *w, const float *b, 
     }
 }
 
-void kern_ref_softmax(float *x, int64_t n)
+double kern_ref_softmax(float *x, int64_t n, float *max_out)
 {
-    if (n <= 0) return;
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) if (x[i] > max) max = x[i];
+    if (max_out) *max_out = max;
+    if (n <= 0) return 0.0;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) {
         float e = (max == -INFINITY) ? 0.0f : expf(x[i] - max);
@@ -100,6 +101,7 @@ void kern_ref_softmax(float *x, int64_t n)
     }
     float inv = sum > 0.0 ? (float)(1.0 / sum) : 0.0f;
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
+    return sum;
 }
 
 void kern_ref_silu(float *x, int64_t n)

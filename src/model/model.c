@@ -529,6 +529,8 @@ struct model_ctx {
     float *gate;      /* (n_batch, 2 * n_ff) */
     float *up;        /* (n_batch, n_ff) */
     float *scores;    /* (n_threads, n_head / n_head_kv, n_kv) */
+    float *attn_part; /* (n_head_kv, max_chunks, group, head_dim_v + 2) split attention of one token */
+    int64_t max_chunks, n_chunks;
 };
 
 model_ctx_params model_ctx_default_params(void)
@@ -543,7 +545,7 @@ void model_ctx_free(model_ctx *c)
     kern_pool_free(c->pool);
     kern_workspace_free(c->ws);
     void *bufs[] = {c->k_cache, c->v_cache, c->x, c->cur, c->q, c->k, c->v, c->qkv, c->att,
-                    c->tmp, c->gate, c->up, c->scores};
+                    c->tmp, c->gate, c->up, c->scores, c->attn_part};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dk_free(bufs[i]);
     dk_free(c);
 }
@@ -604,6 +606,9 @@ int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_param
     c->gate = alloc_floats(B, 2 * F, 1, &fail);
     c->up = alloc_floats(B, F, 1, &fail);
     c->scores = alloc_floats((size_t)p.n_threads, group, C, &fail);
+    /* enough chunks for 4 tasks per thread whatever the number of kv heads */
+    c->max_chunks = (4 * p.n_threads + hp->n_head_kv - 1) / hp->n_head_kv;
+    c->attn_part = alloc_floats((size_t)(hp->n_head_kv * c->max_chunks), group, (size_t)hp->head_dim_v + 2, &fail);
     if (!fail && p.n_threads > 1) {
         c->pool = kern_pool_new(p.n_threads);
         if (!c->pool) fail = true;
@@ -685,6 +690,75 @@ static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
         kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, first, last,
                          o, dv);
     }
+}
+
+/* Decoding one token over a long context has few (token, kv head) pairs, too few to keep the
+ * threads busy, so each pair's positions are split in chunks over the tasks: every chunk
+ * gets its own softmax (with its max and sum) and weighted values, and attn_merge combines
+ * them exactly as one softmax over all positions would. */
+#define ATTN_CHUNK_MIN 256  /* positions: below, one task per pair */
+
+static void attn_chunk_task(void *ctx, int i_task, int n_tasks, int i_thread)
+{
+    const attn_job *j = ctx;
+    model_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    int64_t Hkv = hp->n_head_kv, H = hp->n_head, dk = hp->head_dim_k, dv = hp->head_dim_v, group = H / Hkv;
+    (void)n_tasks;
+    int64_t hk = i_task / c->n_chunks, ci = i_task % c->n_chunks; /* one token: pair = kv head */
+    int64_t qpos = j->pos0, last = qpos, first = 0;
+    if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
+    int64_t span = last - first + 1;
+    int64_t chunk = ((span + c->n_chunks - 1) / c->n_chunks + KERN_KV_BLOCK - 1) / KERN_KV_BLOCK * KERN_KV_BLOCK;
+    int64_t p0 = first + ci * chunk, p1 = p0 + chunk - 1 < last ? p0 + chunk - 1 : last;
+    float *part = c->attn_part + (size_t)(i_task * group) * (size_t)(dv + 2); /* per head: (dv) values, max, sum */
+    if (p0 > p1) {
+        for (int64_t g = 0; g < group; g++) {
+            part[g * (dv + 2) + dv] = -INFINITY;
+            part[g * (dv + 2) + dv + 1] = 0.0f;
+        }
+        return;
+    }
+    float *sc = c->scores + (size_t)i_thread * (size_t)group * (size_t)c->n_kv;
+    const float *qv = c->q + (size_t)(hk * group * dk);
+    int64_t n = p1 - p0 + 1;
+    kern_attn_scores(qv, (int)group, (int)dk, kv_head(c, c->k_cache, j->il, hk, dk), c->kv_f16, p0, p1, sc, c->n_kv);
+    for (int64_t g = 0; g < group; g++) {
+        float *s = sc + g * c->n_kv, max;
+        if (j->softcap > 0) {
+            for (int64_t i = 0; i < n; i++) s[i] = j->softcap * tanhf(s[i] / j->softcap);
+        }
+        if (j->scale != 1.0f) kern_scale(s, j->scale, n);
+        double sum = kern_softmax_stats(s, n, &max);
+        part[g * (dv + 2) + dv] = max;
+        part[g * (dv + 2) + dv + 1] = (float)sum;
+    }
+    kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, p0, p1, part, dv + 2);
+}
+
+/* softmax(all) . V = sum_c w_c (softmax(chunk c) . V) / sum_c w_c with w_c = sum_c e^(max_c - max) */
+static void attn_merge(model_ctx *c)
+{
+    const model_hparams *hp = &c->m->hp;
+    int64_t Hkv = hp->n_head_kv, H = hp->n_head, dv = hp->head_dim_v, group = H / Hkv;
+    for (int64_t hk = 0; hk < Hkv; hk++)
+        for (int64_t g = 0; g < group; g++) {
+            float max = -INFINITY;
+            for (int64_t ci = 0; ci < c->n_chunks; ci++)
+                max = fmaxf(max, c->attn_part[((hk * c->n_chunks + ci) * group + g) * (dv + 2) + dv]);
+            float *o = c->att + (size_t)((hk * group + g) * dv);
+            for (int64_t d = 0; d < dv; d++) o[d] = 0.0f;
+            double total = 0;
+            for (int64_t ci = 0; ci < c->n_chunks; ci++) {
+                const float *part = c->attn_part + ((hk * c->n_chunks + ci) * group + g) * (dv + 2);
+                if (part[dv + 1] == 0.0f) continue;
+                double w = (double)part[dv + 1] * exp((double)part[dv] - (double)max);
+                total += w;
+                for (int64_t d = 0; d < dv; d++) o[d] += (float)w * part[d];
+            }
+            float inv = total > 0 ? (float)(1.0 / total) : 0.0f;
+            for (int64_t d = 0; d < dv; d++) o[d] *= inv;
+        }
 }
 
 /* y (n_tok, w->n_out) = x w^T with the context's precision */
@@ -868,9 +942,15 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         }
         attn_job job = {c, il, n_tok, pos0, swa ? hp->n_swa : 0, q_prescale ? 1.0f : inv_sqrt_dk,
                         hp->attn_softcap, hp->causal};
-        int64_t n_pairs = n_tok * Hkv;
-        int n_tasks = n_pairs < (int64_t)c->n_threads * 4 ? (int)n_pairs : c->n_threads * 4;
-        kern_pool_run_threads(pool, attn_task, &job, n_tasks);
+        int64_t n_pairs = n_tok * Hkv, span = pos0 + 1;
+        if (n_tok == 1 && c->n_threads > 1 && span >= 2 * ATTN_CHUNK_MIN) {
+            c->n_chunks = span / ATTN_CHUNK_MIN < c->max_chunks ? span / ATTN_CHUNK_MIN : c->max_chunks;
+            kern_pool_run_threads(pool, attn_chunk_task, &job, (int)(Hkv * c->n_chunks));
+            attn_merge(c);
+        } else {
+            int n_tasks = n_pairs < (int64_t)c->n_threads * 4 ? (int)n_pairs : c->n_threads * 4;
+            kern_pool_run_threads(pool, attn_task, &job, n_tasks);
+        }
         mm(c, &L->wo, c->att, n_tok, c->tmp);
 
         if (bert) {

@@ -353,14 +353,16 @@ static inline __m256 exp8(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-static void softmax(float *x, int64_t n)
+static double softmax(float *x, int64_t n, float *max_out)
 {
-    if (n <= 0) return;
+    if (max_out) *max_out = -INFINITY;
+    if (n <= 0) return 0.0;
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    if (max_out) *max_out = max;
     if (max == -INFINITY) {
         for (int64_t i = 0; i < n; i++) x[i] = 0.0f;
-        return;
+        return 0.0;
     }
     __m256 vmax = _mm256_set1_ps(max);
     double sum = 0.0;
@@ -384,6 +386,7 @@ static void softmax(float *x, int64_t n)
     }
     float inv = sum > 0.0 ? (float)(1.0 / sum) : 0.0f;
     for (i = 0; i < n; i++) x[i] *= inv;
+    return sum;
 }
 
 static void silu(float *x, int64_t n)

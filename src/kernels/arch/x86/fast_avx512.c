@@ -719,17 +719,19 @@ static inline __m512 exp16(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-static void softmax(float *x, int64_t n)
+static double softmax(float *x, int64_t n, float *max_out)
 {
-    if (n <= 0) return;
+    if (max_out) *max_out = -INFINITY;
+    if (n <= 0) return 0.0;
     __m512 m = _mm512_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
     if (i < n) m = _mm512_mask_max_ps(m, (__mmask16)((1u << (n - i)) - 1), m, _mm512_maskz_loadu_ps((__mmask16)((1u << (n - i)) - 1), x + i));
     float max = _mm512_reduce_max_ps(m);
+    if (max_out) *max_out = max;
     if (max == -INFINITY) {
         for (i = 0; i < n; i++) x[i] = 0.0f;
-        return;
+        return 0.0;
     }
     __m512 vmax = _mm512_set1_ps(max);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
@@ -747,6 +749,7 @@ static void softmax(float *x, int64_t n)
         __mmask16 k = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), inv));
     }
+    return sum;
 }
 
 static void silu(float *x, int64_t n)
@@ -768,33 +771,53 @@ static inline __m512 kv_load16(const void *base, bool f16, size_t i, __mmask16 m
     return _mm512_maskz_loadu_ps(m, (const float *)base + i);
 }
 
+/* Scores of NH heads for the 16 positions of block b (dimensions in four chains, so that
+ * the multiply-adds' latency overlaps), stored for positions in [p0, p1]. */
+static inline __attribute__((always_inline)) void scores_block(const float *q, int dim, const void *kt, bool f16, int64_t b,
+                                                               int64_t p0, int64_t p1, float *sc, int64_t sc_stride,
+                                                               const int NH)
+{
+    __m512 acc[4][4];
+#pragma GCC unroll 8
+    for (int h = 0; h < NH; h++) acc[h][0] = acc[h][1] = acc[h][2] = acc[h][3] = _mm512_setzero_ps();
+    size_t base = (size_t)b * (size_t)dim * KERN_KV_BLOCK, elem = f16 ? 2 : 4;
+    const char *next = (const char *)kt + (base + 4 * (size_t)dim * KERN_KV_BLOCK) * elem; /* 4 blocks ahead */
+    int d = 0;
+    for (; d + 4 <= dim; d += 4) {
+        _mm_prefetch(next + (size_t)d * KERN_KV_BLOCK * elem, _MM_HINT_T0);
+        if (!f16) _mm_prefetch(next + (size_t)(d + 2) * KERN_KV_BLOCK * elem, _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int e = 0; e < 4; e++) {
+            __m512 k = kv_load16(kt, f16, base + (size_t)(d + e) * KERN_KV_BLOCK, 0xFFFF);
+#pragma GCC unroll 8
+            for (int h = 0; h < NH; h++) acc[h][e] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * dim + d + e]), k, acc[h][e]);
+        }
+    }
+    for (; d < dim; d++) {
+        __m512 k0 = kv_load16(kt, f16, base + (size_t)d * KERN_KV_BLOCK, 0xFFFF);
+#pragma GCC unroll 8
+        for (int h = 0; h < NH; h++) acc[h][0] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * dim + d]), k0, acc[h][0]);
+    }
+    int64_t first = b * KERN_KV_BLOCK, lo = first < p0 ? p0 : first;
+    int64_t hi = first + KERN_KV_BLOCK - 1 > p1 ? p1 : first + KERN_KV_BLOCK - 1;
+#pragma GCC unroll 8
+    for (int h = 0; h < NH; h++) {
+        __m512 a = _mm512_add_ps(_mm512_add_ps(acc[h][0], acc[h][1]), _mm512_add_ps(acc[h][2], acc[h][3]));
+        if (lo == first && hi == first + KERN_KV_BLOCK - 1) {
+            _mm512_storeu_ps(sc + h * sc_stride + (first - p0), a);
+        } else {
+            float tmp[KERN_KV_BLOCK];
+            _mm512_storeu_ps(tmp, a);
+            memcpy(sc + h * sc_stride + (lo - p0), tmp + (lo - first), (size_t)(hi - lo + 1) * sizeof(float));
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void scores_heads(const float *q, int dim, const void *kt, bool f16,
                                                                int64_t p0, int64_t p1, float *sc, int64_t sc_stride,
                                                                const int NH)
 {
-    for (int64_t b = p0 / KERN_KV_BLOCK; b <= p1 / KERN_KV_BLOCK; b++) {
-        __m512 acc[4];
-        #pragma GCC unroll 8
-        for (int h = 0; h < NH; h++) acc[h] = _mm512_setzero_ps();
-        size_t base = (size_t)b * (size_t)dim * KERN_KV_BLOCK;
-        for (int d = 0; d < dim; d++) {
-            __m512 k = kv_load16(kt, f16, base + (size_t)d * KERN_KV_BLOCK, 0xFFFF);
-            #pragma GCC unroll 8
-            for (int h = 0; h < NH; h++) acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * dim + d]), k, acc[h]);
-        }
-        int64_t first = b * KERN_KV_BLOCK, lo = first < p0 ? p0 : first;
-        int64_t hi = first + KERN_KV_BLOCK - 1 > p1 ? p1 : first + KERN_KV_BLOCK - 1;
-        #pragma GCC unroll 8
-        for (int h = 0; h < NH; h++) {
-            if (lo == first && hi == first + KERN_KV_BLOCK - 1) {
-                _mm512_storeu_ps(sc + h * sc_stride + (first - p0), acc[h]);
-            } else {
-                float tmp[KERN_KV_BLOCK];
-                _mm512_storeu_ps(tmp, acc[h]);
-                memcpy(sc + h * sc_stride + (lo - p0), tmp + (lo - first), (size_t)(hi - lo + 1) * sizeof(float));
-            }
-        }
-    }
+    for (int64_t b = p0 / KERN_KV_BLOCK; b <= p1 / KERN_KV_BLOCK; b++) scores_block(q, dim, kt, f16, b, p0, p1, sc, sc_stride, NH);
 }
 
 static void attn_scores(const float *q, int n_head, int dim, const void *kt, bool f16, int64_t p0, int64_t p1, float *sc,
@@ -830,6 +853,8 @@ static inline __attribute__((always_inline)) void values_heads(const float *w, i
         for (int k = 0; k < 4; k++) acc[h][k] = _mm512_setzero_ps();
     for (int64_t p = p0; p <= p1; p++) {
         size_t base = (size_t)p * (size_t)dim + (size_t)d0;
+        _mm_prefetch((const char *)v + (base + 8 * (size_t)dim) * (f16 ? 2 : 4), _MM_HINT_T0);
+        _mm_prefetch((const char *)v + (base + 8 * (size_t)dim) * (f16 ? 2 : 4) + 64, _MM_HINT_T0);
         __m512 vr[4];
         #pragma GCC unroll 8
         for (int k = 0; k < 4; k++) vr[k] = kv_load16(v, f16, base + 16 * (size_t)k, m[k]);
