@@ -443,3 +443,84 @@ TEST(cli, help_texts)
     const char *a4[] = {"help", "nosuch", NULL};
     check_fails(a4);
 }
+
+/* ------------------------------------------------------------------ bench */
+
+static json_t *run_json(const char *const *args)
+{
+    proc_result r;
+    if (spawn(&r, NULL, args) != 0) return NULL;
+    json_error_t je;
+    json_t *j = r.exited && r.status == 0 ? json_loads(r.out, 0, &je) : NULL;
+    CHECK_MSG(j != NULL, "%s %s: status %d, stderr '%s'", args[0], args[1], r.status, r.err);
+    proc_free(&r);
+    return j;
+}
+
+TEST(cli, bench_reports_llama_bench_fields)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, "forward/llama-tiny/llama-tiny.Q4_0.gguf");
+    const char *a1[] = {"bench", model, "-p", "16", "-n", "4", "-r", "3", "-t", "2", "--json", NULL};
+    json_t *j = run_json(a1);
+    REQUIRE(j && json_is_array(j) && json_array_size(j) == 2);
+    static const char *const tests[] = {"pp16", "tg4"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *t = json_array_get(j, i);
+        CHECK_EQ_STR(json_string_value(json_object_get(t, "test")), tests[i]);
+        CHECK_EQ_INT(json_integer_value(json_object_get(t, "n_prompt")), i == 0 ? 16 : 0);
+        CHECK_EQ_INT(json_integer_value(json_object_get(t, "n_gen")), i == 0 ? 0 : 4);
+        CHECK_EQ_INT(json_integer_value(json_object_get(t, "n_threads")), 2);
+        CHECK_EQ_STR(json_string_value(json_object_get(t, "numerics")), "fast");
+        CHECK(json_integer_value(json_object_get(t, "model_size")) > 0);
+        CHECK(json_integer_value(json_object_get(t, "model_n_params")) > 0);
+        double avg = json_number_value(json_object_get(t, "avg_ts")), sd = json_number_value(json_object_get(t, "stddev_ts"));
+        json_t *samples = json_object_get(t, "samples_ts");
+        REQUIRE(json_array_size(samples) == 3);
+        double mean = 0;
+        for (size_t k = 0; k < 3; k++) mean += json_number_value(json_array_get(samples, k)) / 3;
+        CHECK(avg > 0 && sd >= 0);
+        CHECK_NEAR(avg, mean, 1e-3 * mean);
+        /* avg_ns is the mean time of a repetition: tokens / avg_ns ~ t/s */
+        double ns = json_number_value(json_object_get(t, "avg_ns"));
+        CHECK(ns > 0);
+    }
+    json_decref(j);
+    /* depth and the reference numerics */
+    const char *a2[] = {"bench", model, "-p", "0", "-n", "2", "-d", "8", "-r", "1", "--json", "--exact", NULL};
+    j = run_json(a2);
+    REQUIRE(j && json_array_size(j) == 1);
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(j, 0), "test")), "tg2 @ d8");
+    CHECK_EQ_INT(json_integer_value(json_object_get(json_array_get(j, 0), "n_depth")), 8);
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(j, 0), "numerics")), "exact");
+    json_decref(j);
+    /* the table: header, rule, one row per test */
+    const char *a3[] = {"bench", model, "-p", "8", "-n", "2", "-r", "1", NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, NULL, a3) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_INT(count_lines(r.out), 4);
+    CHECK(strstr(r.out, "| pp8") || strstr(r.out, " pp8 |"));
+    CHECK(strstr(r.out, "tg2") && strstr(r.out, "t/s"));
+    proc_free(&r);
+}
+
+TEST(cli, bench_bad_input_fails_cleanly)
+{
+    if (!binary_ready()) return;
+    char model[1024], bert[1024];
+    test_kit_file(model, sizeof model, "forward/llama-tiny/llama-tiny.Q4_0.gguf");
+    test_kit_file(bert, sizeof bert, "forward/bert-tiny/bert-tiny.F32.gguf");
+    const char *a1[] = {"bench", NULL};
+    const char *a2[] = {"bench", model, "-p", "0", "-n", "0", NULL};
+    const char *a3[] = {"bench", model, "-r", "0", NULL};
+    const char *a4[] = {"bench", model, "-p", "many", NULL};
+    const char *a5[] = {"bench", "/nonexistent/model.gguf", NULL};
+    const char *a6[] = {"bench", bert, "-p", "8", "-n", "2", NULL};
+    const char *a7[] = {"bench", model, "--bogus", NULL};
+    const char *a8[] = {"bench", model, model, NULL};
+    const char *a9[] = {"bench", model, "-t", NULL};
+    const char *const *all[] = {a1, a2, a3, a4, a5, a6, a7, a8, a9};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
+}
