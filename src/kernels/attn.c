@@ -39,9 +39,9 @@ void kern_ref_attn_scores(const float *q, int n_head, int dim, const void *kt, b
     for (int h = 0; h < n_head; h++)
         for (int64_t p = p0; p <= p1; p++) {
             size_t base = (size_t)(p / KERN_KV_BLOCK) * (size_t)dim * KERN_KV_BLOCK + (size_t)(p % KERN_KV_BLOCK);
-            float s = 0.0f;
-            for (int d = 0; d < dim; d++) s += q[h * dim + d] * kv_get(kt, f16, base + (size_t)d * KERN_KV_BLOCK);
-            sc[h * sc_stride + (p - p0)] = s;
+            double s = 0.0; /* as the reference dots: the scalar loop's sums in double */
+            for (int d = 0; d < dim; d++) s += (double)q[h * dim + d] * kv_get(kt, f16, base + (size_t)d * KERN_KV_BLOCK);
+            sc[h * sc_stride + (p - p0)] = (float)s;
         }
 }
 

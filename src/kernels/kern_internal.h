@@ -165,6 +165,60 @@ typedef void (*kern_gemm_p_fn)(const kern_packed *p, int64_t group, const uint8_
 void kern_ref_gemm_packed(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
                           int64_t y_stride, int n_rows);
 
+/* The micro-kernels are specialised per number of tokens MR (a constant at each call, so
+ * their accumulators stay in registers): runs TILE(MAX) over tokens t = t0, t0 + MAX, ...
+ * of n_tok and the tail with its own constant MR (< MAX <= 8). TILE reads t. */
+#define KERN_TOKEN_TILES(t, n_tok, MAX, TILE)                                     \
+    do {                                                                           \
+        for (; (t) + (MAX) <= (n_tok); (t) += (MAX)) TILE(MAX);                    \
+        switch ((n_tok) - (t)) {                                                   \
+        case 7: TILE(7); break;                                                    \
+        case 6: TILE(6); break;                                                    \
+        case 5: TILE(5); break;                                                    \
+        case 4: TILE(4); break;                                                    \
+        case 3: TILE(3); break;                                                    \
+        case 2: TILE(2); break;                                                    \
+        case 1: TILE(1); break;                                                    \
+        default: break;                                                            \
+        }                                                                          \
+    } while (0)
+
+/* Defines gemm_p_<type> for the packed types of an ISA file from its generic kernels
+ * INT(T, ...) and FLOAT(T, ...) (always-inline, specialised by the constant type T), and
+ * KERN_SET_PACKED_GEMMS(ops) fills them into a table. */
+#define KERN_DEF_PACKED_GEMM(name, T, FN)                                                                          \
+    static void gemm_p_##name(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, \
+                              float *y, int64_t y_stride, int n_rows)                                                \
+    {                                                                                                            \
+        FN(T, p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);                                              \
+    }
+#define KERN_DEF_PACKED_GEMMS(INT, FLOAT)                   \
+    KERN_DEF_PACKED_GEMM(q8_0, GGUF_TYPE_Q8_0, INT)         \
+    KERN_DEF_PACKED_GEMM(q4_0, GGUF_TYPE_Q4_0, INT)         \
+    KERN_DEF_PACKED_GEMM(q4_1, GGUF_TYPE_Q4_1, INT)         \
+    KERN_DEF_PACKED_GEMM(q5_0, GGUF_TYPE_Q5_0, INT)         \
+    KERN_DEF_PACKED_GEMM(q5_1, GGUF_TYPE_Q5_1, INT)         \
+    KERN_DEF_PACKED_GEMM(q4_k, GGUF_TYPE_Q4_K, INT)         \
+    KERN_DEF_PACKED_GEMM(q5_k, GGUF_TYPE_Q5_K, INT)         \
+    KERN_DEF_PACKED_GEMM(q6_k, GGUF_TYPE_Q6_K, INT)         \
+    KERN_DEF_PACKED_GEMM(f32, GGUF_TYPE_F32, FLOAT)         \
+    KERN_DEF_PACKED_GEMM(f16, GGUF_TYPE_F16, FLOAT)         \
+    KERN_DEF_PACKED_GEMM(bf16, GGUF_TYPE_BF16, FLOAT)
+#define KERN_SET_PACKED_GEMMS(ops)                          \
+    do {                                                    \
+        (ops)->gemm_p[GGUF_TYPE_Q8_0] = gemm_p_q8_0;        \
+        (ops)->gemm_p[GGUF_TYPE_Q4_0] = gemm_p_q4_0;        \
+        (ops)->gemm_p[GGUF_TYPE_Q4_1] = gemm_p_q4_1;        \
+        (ops)->gemm_p[GGUF_TYPE_Q5_0] = gemm_p_q5_0;        \
+        (ops)->gemm_p[GGUF_TYPE_Q5_1] = gemm_p_q5_1;        \
+        (ops)->gemm_p[GGUF_TYPE_Q4_K] = gemm_p_q4_k;        \
+        (ops)->gemm_p[GGUF_TYPE_Q5_K] = gemm_p_q5_k;        \
+        (ops)->gemm_p[GGUF_TYPE_Q6_K] = gemm_p_q6_k;        \
+        (ops)->gemm_p[GGUF_TYPE_F32] = gemm_p_f32;          \
+        (ops)->gemm_p[GGUF_TYPE_F16] = gemm_p_f16;          \
+        (ops)->gemm_p[GGUF_TYPE_BF16] = gemm_p_bf16;        \
+    } while (0)
+
 /* What an instruction-set variant provides; NULL entries fall back to the reference. */
 typedef struct kern_isa_ops {
     kern_dot_fn dot[GGUF_TYPE_COUNT];

@@ -198,19 +198,21 @@ void kern_ref_dequantize_row(enum gguf_tensor_type type, const void *src, float 
 
 /* ------------------------------------------------------------------ reference dots */
 
+/* The sums are taken in double: a scalar loop adds one product at a time, so in float its
+ * rounding error would grow with n faster than that of the SIMD variants' many lanes (and
+ * gemma's GELU table turns such differences into visible flips). */
 #define DEF_DOT(name, type, bs)                                                  \
     static float dot_ref_##name(const void *row, const float *x, int64_t n)      \
     {                                                                            \
         const uint8_t *p = row;                                                  \
         size_t bb = gguf_type_block_bytes(type);                                 \
-        float sum = 0.0f, tmp[bs];                                               \
+        double sum = 0.0;                                                        \
+        float tmp[bs];                                                           \
         for (int64_t i = 0; i + (bs) <= n; i += (bs), p += bb) {                 \
             deq_block(type, p, tmp);                                             \
-            float s = 0.0f;                                                      \
-            for (int j = 0; j < (bs); j++) s += tmp[j] * x[i + j];               \
-            sum += s;                                                            \
+            for (int j = 0; j < (bs); j++) sum += (double)tmp[j] * x[i + j];     \
         }                                                                        \
-        return sum;                                                              \
+        return (float)sum;                                                       \
     }
 
 DEF_DOT(q4_0, GGUF_TYPE_Q4_0, 32)
@@ -228,25 +230,25 @@ DEF_DOT(q8_k, GGUF_TYPE_Q8_K, 256)
 static float dot_ref_f32(const void *row, const float *x, int64_t n)
 {
     const float *w = row;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) sum += w[i] * x[i];
-    return sum;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)w[i] * x[i];
+    return (float)sum;
 }
 
 static float dot_ref_f16(const void *row, const float *x, int64_t n)
 {
     const uint16_t *w = row;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) sum += kern_fp16_to_fp32(w[i]) * x[i];
-    return sum;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)kern_fp16_to_fp32(w[i]) * x[i];
+    return (float)sum;
 }
 
 static float dot_ref_bf16(const void *row, const float *x, int64_t n)
 {
     const uint16_t *w = row;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) sum += kern_bf16_to_fp32(w[i]) * x[i];
-    return sum;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)kern_bf16_to_fp32(w[i]) * x[i];
+    return (float)sum;
 }
 
 void kern_ref_fill_ops(kern_isa_ops *ops)

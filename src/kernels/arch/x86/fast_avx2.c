@@ -54,7 +54,7 @@ static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel
                                                               int64_t x_stride, float *y, int64_t y_stride, int n_rows,
                                                               bool accumulate, const int MR)
 {
-    __m256 acc[3][4];
+    __m256 acc[8][4];
     #pragma GCC unroll 8
     for (int t = 0; t < MR; t++)
         #pragma GCC unroll 8
@@ -86,9 +86,7 @@ static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_s
 {
     int64_t t = 0;
 #define F_TILE(MR) gemm_f_tile(panel, n_in, x + t * x_stride, x_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
-    for (; t + 3 <= n_tok; t += 3) F_TILE(3);
-    if (n_tok - t == 2) F_TILE(2);
-    else if (n_tok - t == 1) F_TILE(1);
+    KERN_TOKEN_TILES(t, n_tok, 3, F_TILE);
 #undef F_TILE
 }
 
@@ -196,17 +194,17 @@ static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor
 {
     const int sbk = pk_sbk(T), bk = pk_bk(T), n_sub = sbk / bk, per_sub = bk / 4;
     const size_t a_sb = 4 + 4 * (size_t)n_sub + (size_t)sbk, q_off = 4 + 4 * (size_t)n_sub;
-    __m256 acc[3][2];
+    __m256 acc[8][2];
 #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < n_sb; sb++) {
         const uint8_t *o = gbase + (size_t)sb * gsb_bytes;
         const uint8_t *a = xa + (size_t)sb * a_sb;
-        __m256 tmp[3][2];
+        __m256 tmp[8][2];
 #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) tmp[t][0] = tmp[t][1] = _mm256_setzero_ps();
         for (int j = 0; j < n_sub; j++) {
-            __m256i I[3][2];
+            __m256i I[8][2];
 #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) I[t][0] = I[t][1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
@@ -257,9 +255,7 @@ static inline __attribute__((always_inline)) void pk_gemm(const enum gguf_tensor
     const uint8_t *g = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;
     int64_t t = 0;
 #define PK(MR) pk_tile(T, g, p->gsb_bytes, p->n_sb, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, MR)
-    for (; t + 3 <= n_tok; t += 3) PK(3);
-    if (n_tok - t == 2) PK(2);
-    else if (n_tok - t == 1) PK(1);
+    KERN_TOKEN_TILES(t, n_tok, 3, PK);
 #undef PK
 }
 
@@ -276,7 +272,7 @@ static inline __attribute__((always_inline)) void pf_tile(const enum gguf_tensor
                                                           int64_t n_in, const uint8_t *xa, size_t xa_stride, float *y,
                                                           int64_t y_stride, int n_rows, const int MR)
 {
-    __m256 acc[3][4];
+    __m256 acc[8][4];
 #pragma GCC unroll 8
     for (int t = 0; t < MR; t++)
 #pragma GCC unroll 8
@@ -309,29 +305,11 @@ static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor
     const uint8_t *g = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;
     int64_t t = 0;
 #define PF(MR) pf_tile(T, g, p->gsb_bytes, p->n_in, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, MR)
-    for (; t + 3 <= n_tok; t += 3) PF(3);
-    if (n_tok - t == 2) PF(2);
-    else if (n_tok - t == 1) PF(1);
+    KERN_TOKEN_TILES(t, n_tok, 3, PF);
 #undef PF
 }
 
-#define DEF_GEMM(name, T, FN)                                                                                      \
-    static void gemm_p_##name(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, \
-                              float *y, int64_t y_stride, int n_rows)                                                \
-    {                                                                                                            \
-        FN(T, p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);                                              \
-    }
-DEF_GEMM(q8_0, GGUF_TYPE_Q8_0, pk_gemm)
-DEF_GEMM(q4_0, GGUF_TYPE_Q4_0, pk_gemm)
-DEF_GEMM(q4_1, GGUF_TYPE_Q4_1, pk_gemm)
-DEF_GEMM(q5_0, GGUF_TYPE_Q5_0, pk_gemm)
-DEF_GEMM(q5_1, GGUF_TYPE_Q5_1, pk_gemm)
-DEF_GEMM(q4_k, GGUF_TYPE_Q4_K, pk_gemm)
-DEF_GEMM(q5_k, GGUF_TYPE_Q5_K, pk_gemm)
-DEF_GEMM(q6_k, GGUF_TYPE_Q6_K, pk_gemm)
-DEF_GEMM(f32, GGUF_TYPE_F32, pf_gemm)
-DEF_GEMM(f16, GGUF_TYPE_F16, pf_gemm)
-DEF_GEMM(bf16, GGUF_TYPE_BF16, pf_gemm)
+KERN_DEF_PACKED_GEMMS(pk_gemm, pf_gemm)
 
 /* ------------------------------------------------------------------ exp, softmax, silu */
 
@@ -478,17 +456,7 @@ void kern_avx2_fill_fast_ops(kern_isa_ops *ops)
 {
     ops->act_quant = act_quant;
     ops->gemm_f = gemm_f;
-    ops->gemm_p[GGUF_TYPE_Q8_0] = gemm_p_q8_0;
-    ops->gemm_p[GGUF_TYPE_Q4_0] = gemm_p_q4_0;
-    ops->gemm_p[GGUF_TYPE_Q4_1] = gemm_p_q4_1;
-    ops->gemm_p[GGUF_TYPE_Q5_0] = gemm_p_q5_0;
-    ops->gemm_p[GGUF_TYPE_Q5_1] = gemm_p_q5_1;
-    ops->gemm_p[GGUF_TYPE_Q4_K] = gemm_p_q4_k;
-    ops->gemm_p[GGUF_TYPE_Q5_K] = gemm_p_q5_k;
-    ops->gemm_p[GGUF_TYPE_Q6_K] = gemm_p_q6_k;
-    ops->gemm_p[GGUF_TYPE_F32] = gemm_p_f32;
-    ops->gemm_p[GGUF_TYPE_F16] = gemm_p_f16;
-    ops->gemm_p[GGUF_TYPE_BF16] = gemm_p_bf16;
+    KERN_SET_PACKED_GEMMS(ops);
     ops->softmax = softmax;
     ops->silu = silu;
     ops->attn_scores = attn_scores;

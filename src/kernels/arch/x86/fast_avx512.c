@@ -294,19 +294,19 @@ static inline __attribute__((always_inline)) void gemm_q_tile(const kern_qgeom *
 {
     const int n_sub = g->sbk / g->bk, bk = g->bk;
     const size_t sub_bytes = kern_panel_sub_bytes(g), sb_bytes = kern_act_sb_bytes(g), q_off = kern_act_q_offset(g);
-    __m512 acc[4][2];
+    __m512 acc[8][2];
     #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
     const uint8_t *p = panel;
     for (int64_t sb = 0; sb < n_in / g->sbk; sb++) {
-        const uint8_t *a[4];
+        const uint8_t *a[8];
         #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) a[t] = xa + (size_t)t * xa_stride + (size_t)sb * sb_bytes;
-        __m512 tmp[4][2];
+        __m512 tmp[8][2];
         #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) tmp[t][0] = tmp[t][1] = _mm512_setzero_ps();
         for (int j = 0; j < n_sub; j++, p += sub_bytes) {
-            __m512i I[4][2];
+            __m512i I[8][2];
             #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) I[t][0] = I[t][1] = _mm512_setzero_si512();
             for (int g4 = 0; g4 < bk / 4; g4++) {
@@ -352,13 +352,9 @@ static void gemm_q(const kern_qgeom *g, const uint8_t *panel, int64_t n_in, cons
                    int64_t n_tok, float *y, int64_t y_stride, int n_rows)
 {
     int64_t t = 0;
-    for (; t + 4 <= n_tok; t += 4) gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 4);
-    switch (n_tok - t) {
-    case 3: gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 3); break;
-    case 2: gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 2); break;
-    case 1: gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, 1); break;
-    default: break;
-    }
+#define Q_TILE(MR) gemm_q_tile(g, panel, n_in, xa + t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, MR)
+    KERN_TOKEN_TILES(t, n_tok, 4, Q_TILE);
+#undef Q_TILE
 }
 
 static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel, int64_t n_in, const float *x,
@@ -396,17 +392,7 @@ static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_s
 {
     int64_t t = 0;
 #define F_TILE(MR) gemm_f_tile(panel, n_in, x + t * x_stride, x_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
-    for (; t + 8 <= n_tok; t += 8) F_TILE(8);
-    switch (n_tok - t) {
-    case 7: F_TILE(7); break;
-    case 6: F_TILE(6); break;
-    case 5: F_TILE(5); break;
-    case 4: F_TILE(4); break;
-    case 3: F_TILE(3); break;
-    case 2: F_TILE(2); break;
-    case 1: F_TILE(1); break;
-    default: break;
-    }
+    KERN_TOKEN_TILES(t, n_tok, 8, F_TILE);
 #undef F_TILE
 }
 
@@ -499,7 +485,7 @@ static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor
 {
     const int sbk = pk_sbk(T), bk = pk_bk(T), n_sub = sbk / bk, per_sub = bk / 4;
     const size_t a_sb = 4 + 4 * (size_t)n_sub + (size_t)sbk, q_off = 4 + 4 * (size_t)n_sub;
-    __m512 acc[6];
+    __m512 acc[8];
 #pragma GCC unroll 8
     for (int t = 0; t < MR; t++) acc[t] = _mm512_setzero_ps();
     for (int64_t sb = 0; sb < n_sb; sb++) {
@@ -508,12 +494,12 @@ static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor
         /* decode streams the weights once: fetch ahead of the hardware prefetcher */
         if (MR == 1)
             for (size_t l = 0; l < gsb_bytes; l += 64) _mm_prefetch((const char *)(o + PK_PREFETCH + l), _MM_HINT_T0);
-        __m512 tmp[6];
+        __m512 tmp[8];
 #pragma GCC unroll 8
         for (int t = 0; t < MR; t++) tmp[t] = _mm512_setzero_ps();
 #pragma GCC unroll 16
         for (int j = 0; j < n_sub; j++) {
-            __m512i I[6], I2[6];
+            __m512i I[8], I2[8];
             I[1] = I2[1] = _mm512_setzero_si512(); /* the MR = 1 path's extra chains */
 #pragma GCC unroll 8
             for (int t = 0; t < MR; t++) I[t] = I2[t] = _mm512_setzero_si512();
@@ -559,32 +545,10 @@ static inline __attribute__((always_inline)) void pk_gemm(const enum gguf_tensor
     __mmask16 rm = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
     int64_t t = 0;
 #define PK(MR) pk_tile(T, g, p->gsb_bytes, p->n_sb, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, rm, MR)
-    for (; t + 6 <= n_tok; t += 6) PK(6);
-    switch (n_tok - t) {
-    case 5: PK(5); break;
-    case 4: PK(4); break;
-    case 3: PK(3); break;
-    case 2: PK(2); break;
-    case 1: PK(1); break;
-    default: break;
-    }
+    KERN_TOKEN_TILES(t, n_tok, 6, PK);
 #undef PK
 }
 
-#define DEF_PK(name, T)                                                                                            \
-    static void gemm_p_##name(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, \
-                              float *y, int64_t y_stride, int n_rows)                                                \
-    {                                                                                                            \
-        pk_gemm(T, p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);                                         \
-    }
-DEF_PK(q8_0, GGUF_TYPE_Q8_0)
-DEF_PK(q4_0, GGUF_TYPE_Q4_0)
-DEF_PK(q4_1, GGUF_TYPE_Q4_1)
-DEF_PK(q5_0, GGUF_TYPE_Q5_0)
-DEF_PK(q5_1, GGUF_TYPE_Q5_1)
-DEF_PK(q4_k, GGUF_TYPE_Q4_K)
-DEF_PK(q5_k, GGUF_TYPE_Q5_K)
-DEF_PK(q6_k, GGUF_TYPE_Q6_K)
 
 /* Float weights packed value-major in groups of 32 rows (packed.c): MR tokens x 32 rows,
  * one broadcast activation and two vector multiply-adds per value and token. */
@@ -672,30 +636,12 @@ static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor
         bool acc = k0 > 0;
         int64_t t = 0;
 #define PF(MR) pf_tile(TT, g, stride, n_k, xk + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, acc, MR)
-        for (; t + 8 <= n_tok; t += 8) PF(8);
-        switch (n_tok - t) {
-        case 7: PF(7); break;
-        case 6: PF(6); break;
-        case 5: PF(5); break;
-        case 4: PF(4); break;
-        case 3: PF(3); break;
-        case 2: PF(2); break;
-        case 1: PF(1); break;
-        default: break;
-        }
+        KERN_TOKEN_TILES(t, n_tok, 8, PF);
 #undef PF
     }
 }
 
-#define DEF_PF(name, T)                                                                                            \
-    static void gemm_p_##name(const kern_packed *p, int64_t group, const uint8_t *xa, size_t xa_stride, int64_t n_tok, \
-                              float *y, int64_t y_stride, int n_rows)                                                \
-    {                                                                                                            \
-        pf_gemm(T, p, group, xa, xa_stride, n_tok, y, y_stride, n_rows);                                         \
-    }
-DEF_PF(f32, GGUF_TYPE_F32)
-DEF_PF(f16, GGUF_TYPE_F16)
-DEF_PF(bf16, GGUF_TYPE_BF16)
+KERN_DEF_PACKED_GEMMS(pk_gemm, pf_gemm)
 
 /* ------------------------------------------------------------------ exp, softmax, silu */
 
@@ -907,15 +853,5 @@ void kern_avx512_fill_fast_ops(kern_isa_ops *ops)
     ops->qdot[GGUF_TYPE_Q3_K] = qdot_q3_k;
     ops->gemm_q = gemm_q;
     ops->gemm_f = gemm_f;
-    ops->gemm_p[GGUF_TYPE_Q8_0] = gemm_p_q8_0;
-    ops->gemm_p[GGUF_TYPE_Q4_0] = gemm_p_q4_0;
-    ops->gemm_p[GGUF_TYPE_Q4_1] = gemm_p_q4_1;
-    ops->gemm_p[GGUF_TYPE_Q5_0] = gemm_p_q5_0;
-    ops->gemm_p[GGUF_TYPE_Q5_1] = gemm_p_q5_1;
-    ops->gemm_p[GGUF_TYPE_Q4_K] = gemm_p_q4_k;
-    ops->gemm_p[GGUF_TYPE_Q5_K] = gemm_p_q5_k;
-    ops->gemm_p[GGUF_TYPE_Q6_K] = gemm_p_q6_k;
-    ops->gemm_p[GGUF_TYPE_F32] = gemm_p_f32;
-    ops->gemm_p[GGUF_TYPE_F16] = gemm_p_f16;
-    ops->gemm_p[GGUF_TYPE_BF16] = gemm_p_bf16;
+    KERN_SET_PACKED_GEMMS(ops);
 }
