@@ -60,12 +60,24 @@ static int parse(int argc, char **argv, bench_opts *o)
         NUM("-r", "--repetitions", reps, 1, MAX_REPS)
         NUM("-b", "--batch-size", n_batch, 1, 1 << 16)
 #undef NUM
-        if (a[0] == '-') return cli_error(CMD, "unknown option %s (see duckling bench --help)", a) ? -1 : -1;
-        if (o->model) return cli_error(CMD, "more than one MODEL: '%s' and '%s'", o->model, a) ? -1 : -1;
+        if (a[0] == '-') {
+            cli_error(CMD, "unknown option %s (see duckling bench --help)", a);
+            return -1;
+        }
+        if (o->model) {
+            cli_error(CMD, "more than one MODEL: '%s' and '%s'", o->model, a);
+            return -1;
+        }
         o->model = a;
     }
-    if (!o->model) return cli_error(CMD, "missing MODEL (see duckling bench --help)") ? -1 : -1;
-    if (o->n_prompt == 0 && o->n_gen == 0) return cli_error(CMD, "nothing to measure: -p and -n are both 0") ? -1 : -1;
+    if (!o->model) {
+        cli_error(CMD, "missing MODEL (see duckling bench --help)");
+        return -1;
+    }
+    if (o->n_prompt == 0 && o->n_gen == 0) {
+        cli_error(CMD, "nothing to measure: -p and -n are both 0");
+        return -1;
+    }
     return 0;
 }
 

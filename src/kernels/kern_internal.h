@@ -201,6 +201,8 @@ void kern_ref_gemm_packed(const kern_packed *p, int64_t group, const uint8_t *xa
     KERN_DEF_PACKED_GEMM(q4_k, GGUF_TYPE_Q4_K, INT)         \
     KERN_DEF_PACKED_GEMM(q5_k, GGUF_TYPE_Q5_K, INT)         \
     KERN_DEF_PACKED_GEMM(q6_k, GGUF_TYPE_Q6_K, INT)         \
+    KERN_DEF_PACKED_GEMM(q2_k, GGUF_TYPE_Q2_K, INT)         \
+    KERN_DEF_PACKED_GEMM(q3_k, GGUF_TYPE_Q3_K, INT)         \
     KERN_DEF_PACKED_GEMM(f32, GGUF_TYPE_F32, FLOAT)         \
     KERN_DEF_PACKED_GEMM(f16, GGUF_TYPE_F16, FLOAT)         \
     KERN_DEF_PACKED_GEMM(bf16, GGUF_TYPE_BF16, FLOAT)
@@ -214,6 +216,8 @@ void kern_ref_gemm_packed(const kern_packed *p, int64_t group, const uint8_t *xa
         (ops)->gemm_p[GGUF_TYPE_Q4_K] = gemm_p_q4_k;        \
         (ops)->gemm_p[GGUF_TYPE_Q5_K] = gemm_p_q5_k;        \
         (ops)->gemm_p[GGUF_TYPE_Q6_K] = gemm_p_q6_k;        \
+        (ops)->gemm_p[GGUF_TYPE_Q2_K] = gemm_p_q2_k;        \
+        (ops)->gemm_p[GGUF_TYPE_Q3_K] = gemm_p_q3_k;        \
         (ops)->gemm_p[GGUF_TYPE_F32] = gemm_p_f32;          \
         (ops)->gemm_p[GGUF_TYPE_F16] = gemm_p_f16;          \
         (ops)->gemm_p[GGUF_TYPE_BF16] = gemm_p_bf16;        \

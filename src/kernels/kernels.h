@@ -81,7 +81,7 @@ typedef struct kern_matrix {
     const void *data;    /* n_out * row_bytes bytes, usually inside the mapped file */
 } kern_matrix;
 
-/* Whether kern_pack handles a type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). */
+/* Whether kern_pack handles a type (F32, F16, BF16 and every quantized weight type). */
 bool kern_packable(enum gguf_tensor_type type);
 /* Repacks m (spread over pool's threads; pool may be NULL) into *out, which the caller
  * frees with kern_packed_free; same bytes per weight as the file (K-quants: +4 per 256).

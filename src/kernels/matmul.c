@@ -2,14 +2,16 @@
  * matmul.c: kern_matmul_many, the driver of the matrix products of a forward pass. It
  * quantizes the shared input once per activation format (FAST), splits the output rows of
  * all the products of one call into tasks of one parallel run (so q/k/v or gate/up cost one
- * synchronisation, not three), and in each task picks the code for the batch size:
+ * synchronisation, not three), and in each task picks the code:
  *
- *   - a few tokens (decode): row dot products straight from the weights in the file;
- *   - a batch (prefill): 32 rows are unpacked once into a panel that stays in L1/L2 and a
- *     register-blocked micro-kernel multiplies it with every token, so the unpacking cost is
- *     spread over the batch and the inner loop is all multiply-adds (VNNI on AVX-512).
+ *   - weights repacked at load (kern_pack, model_prepare_fast): the 16- or 32-row
+ *     group micro-kernels, for one token (decode) as for a batch (prefill);
+ *   - other weights, a few tokens (decode): row dot products straight from the file;
+ *   - other weights, a batch: 32 rows are unpacked once into a panel that stays in L1/L2 and
+ *     a register-blocked micro-kernel multiplies it with every token.
  *
- * The kernels themselves (dots, quantizers, micro-kernels) come from the ISA table.
+ * EXACT goes to kern_matmul. The kernels (dots, quantizers, micro-kernels) come from the ISA
+ * table.
  */
 #include <string.h>
 

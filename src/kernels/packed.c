@@ -20,6 +20,10 @@
  *   Q5_K  Q4_K | hb: 8 zmm, zmm s: bit e = 5th bit of k-group 8s + e                   2880
  *   Q6_K  d[16] sc[16][16] (int8) | nib: 32 zmm, zmm i: low k-group i, high i + 32
  *         | h2: 16 zmm, zmm i: bits 2e..2e+1 = bits 4..5 of k-group i + 16e             3360
+ *   Q2_K  d[16] dmin[16] sc[16][16] (the file's scale|min<<4 bytes)
+ *         | q2: 16 zmm, zmm i: bits 2e..2e+1 = the value of k-group i + 16e             1344
+ *   Q3_K  d[16] sc[16][16] (int8, scale - 32) | q2 (low 2 bits)
+ *         | hb: 8 zmm, zmm s: bit e = bit 2 of k-group 8s + e                          1824
  *
  * F32, F16 and BF16 are packed in groups of 32 rows, value-major: for each value k, the
  * 32 rows' elements in a row (64 or 128 bytes), so a prefill step is two vector loads and
@@ -30,7 +34,6 @@
  * bytes per 256 values), so decode reads as many bytes as from the file. Rows past the
  * matrix end are zero. The unsigned values u and scales are those of kern_ref_unpack_sb,
  * so the results equal the unpacked fast path's up to float rounding order.
- * Q2_K and Q3_K are not packed (they keep the row dots and panels).
  */
 #include <string.h>
 
@@ -47,8 +50,17 @@ int kern_packed_group_sb_bytes(enum gguf_tensor_type type)
     case GGUF_TYPE_Q4_K: return 2368;
     case GGUF_TYPE_Q5_K: return 2880;
     case GGUF_TYPE_Q6_K: return 3360;
+    case GGUF_TYPE_Q2_K: return 1344;
+    case GGUF_TYPE_Q3_K: return 1824;
     default: return 0;
     }
+}
+
+static int q3_k_scale(const uint8_t *s, int j)
+{
+    int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | hi << 4) - 32;
 }
 
 static uint16_t rd16(const uint8_t *p)
@@ -82,11 +94,29 @@ static void row_meta(enum gguf_tensor_type type, const uint8_t *row, int64_t sb,
         memcpy(sc, b->scales, 16);
         break;
     }
+    case GGUF_TYPE_Q2_K: {
+        const kern_block_q2_k *b = (const kern_block_q2_k *)row + sb;
+        *d = b->d, *d2 = b->dmin;
+        memcpy(sc, b->scales, 16);
+        break;
+    }
+    case GGUF_TYPE_Q3_K: {
+        const kern_block_q3_k *b = (const kern_block_q3_k *)row + sb;
+        *d = b->d;
+        for (int s = 0; s < 16; s++) sc[s] = (uint8_t)(int8_t)q3_k_scale(b->scales, s);
+        break;
+    }
     default: break;
     }
 }
 
 static void put_u(uint8_t *zmm, int r, int j, uint8_t v, int shift) { zmm[4 * r + j] |= (uint8_t)(v << shift); }
+
+static bool is_k256(enum gguf_tensor_type type)
+{
+    return type == GGUF_TYPE_Q2_K || type == GGUF_TYPE_Q3_K || type == GGUF_TYPE_Q4_K || type == GGUF_TYPE_Q5_K ||
+           type == GGUF_TYPE_Q6_K;
+}
 
 /* Packs one group-super-block from u[16][sbk] and the rows' metadata. */
 static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256], const uint16_t *d, const uint16_t *d2,
@@ -94,11 +124,12 @@ static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256],
 {
     memset(o, 0, (size_t)kern_packed_group_sb_bytes(type));
     for (int r = 0; r < 16; r++) memcpy(o + 2 * r, &d[r], 2);
-    bool second = type == GGUF_TYPE_Q4_1 || type == GGUF_TYPE_Q5_1 || type == GGUF_TYPE_Q4_K || type == GGUF_TYPE_Q5_K;
+    bool second = type == GGUF_TYPE_Q4_1 || type == GGUF_TYPE_Q5_1 || type == GGUF_TYPE_Q4_K || type == GGUF_TYPE_Q5_K ||
+                  type == GGUF_TYPE_Q2_K;
     if (second)
         for (int r = 0; r < 16; r++) memcpy(o + 32 + 2 * r, &d2[r], 2);
     for (int r = 0; r < 16; r++)
-        for (int k = 0; k < (type == GGUF_TYPE_Q4_K || type == GGUF_TYPE_Q5_K || type == GGUF_TYPE_Q6_K ? 256 : 32); k++) {
+        for (int k = 0; k < (is_k256(type) ? 256 : 32); k++) {
             int c = k / 4, j = k % 4;
             uint8_t v = u[r][k];
             switch (type) {
@@ -123,6 +154,11 @@ static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256],
                 put_u(o + 288 + 64 * (c & 31), r, j, v & 0xF, c < 32 ? 0 : 4);
                 put_u(o + 2336 + 64 * (c & 15), r, j, (v >> 4) & 3, 2 * (c >> 4));
                 break;
+            case GGUF_TYPE_Q2_K: put_u(o + 320 + 64 * (c & 15), r, j, v & 3, 2 * (c >> 4)); break;
+            case GGUF_TYPE_Q3_K:
+                put_u(o + 288 + 64 * (c & 15), r, j, v & 3, 2 * (c >> 4));
+                put_u(o + 1312 + 64 * (c / 8), r, j, (v >> 2) & 1, c % 8);
+                break;
             default: break;
             }
         }
@@ -132,9 +168,12 @@ static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256],
                 o[64 + 16 * s + r] = sc[r][s];
                 o[192 + 16 * s + r] = mn[r][s];
             }
-    } else if (type == GGUF_TYPE_Q6_K) {
+    } else if (type == GGUF_TYPE_Q6_K || type == GGUF_TYPE_Q3_K) {
         for (int s = 0; s < 16; s++)
             for (int r = 0; r < 16; r++) o[32 + 16 * s + r] = sc[r][s];
+    } else if (type == GGUF_TYPE_Q2_K) {
+        for (int s = 0; s < 16; s++)
+            for (int r = 0; r < 16; r++) o[64 + 16 * s + r] = sc[r][s];
     }
 }
 
@@ -276,6 +315,9 @@ static int ref_u(enum gguf_tensor_type type, const uint8_t *o, int r, int k)
         int v = (o[288 + 64 * (c & 31) + 4 * r + j] >> (c < 32 ? 0 : 4)) & 0xF;
         return v | ((o[2336 + 64 * (c & 15) + 4 * r + j] >> (2 * (c >> 4))) & 3) << 4;
     }
+    case GGUF_TYPE_Q2_K: return (o[320 + 64 * (c & 15) + 4 * r + j] >> (2 * (c >> 4))) & 3;
+    case GGUF_TYPE_Q3_K:
+        return ((o[288 + 64 * (c & 15) + 4 * r + j] >> (2 * (c >> 4))) & 3) | ((o[1312 + 64 * (c / 8) + 4 * r + j] >> (c % 8)) & 1) << 2;
     default: return 0;
     }
 }
@@ -298,6 +340,14 @@ static void ref_scales(enum gguf_tensor_type type, const uint8_t *o, int r, int 
     case GGUF_TYPE_Q6_K:
         *ws = d * (float)(int8_t)o[32 + 16 * s + r];
         *mw = -32.0f * *ws;
+        break;
+    case GGUF_TYPE_Q3_K:
+        *ws = d * (float)(int8_t)o[32 + 16 * s + r];
+        *mw = -4.0f * *ws;
+        break;
+    case GGUF_TYPE_Q2_K:
+        *ws = d * (float)(o[64 + 16 * s + r] & 0xF);
+        *mw = -h2f(o + 32 + 2 * r) * (float)(o[64 + 16 * s + r] >> 4);
         break;
     default: *ws = *mw = 0.0f; break;
     }

@@ -140,6 +140,16 @@ static inline __attribute__((always_inline)) __m256i pk_w(const enum gguf_tensor
         hb = e2 <= 4 ? _mm256_slli_epi16(hb, 4 - e2) : _mm256_srli_epi16(hb, e2 - 4);
         return _mm256_or_si256(w, _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
     }
+    case GGUF_TYPE_Q2_K:
+    case GGUF_TYPE_Q3_K: {
+        __m256i v = LD(o + (T == GGUF_TYPE_Q2_K ? 320 : 288) + 64 * (c & 15) + off);
+        __m256i w = _mm256_and_si256(_mm256_srli_epi16(v, 2 * (c >> 4)), _mm256_set1_epi8(3));
+        if (T == GGUF_TYPE_Q2_K) return w;
+        const int b = c % 8;
+        __m256i hb = LD(o + 1312 + 64 * (c / 8) + off);
+        hb = b <= 2 ? _mm256_slli_epi16(hb, 2 - b) : _mm256_srli_epi16(hb, b - 2);
+        return _mm256_or_si256(w, _mm256_and_si256(hb, _mm256_set1_epi8(0x04)));
+    }
     default: return _mm256_setzero_si256();
     }
 #undef LD
@@ -165,10 +175,20 @@ static inline __attribute__((always_inline)) void pk_scales(const enum gguf_tens
         *mw = _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), dmin), mn);
         break;
     }
-    case GGUF_TYPE_Q6_K: {
+    case GGUF_TYPE_Q6_K:
+    case GGUF_TYPE_Q3_K: {
         __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(o + 32 + 16 * j + 8 * h))));
         *ws = _mm256_mul_ps(d, sc);
-        *mw = _mm256_mul_ps(*ws, _mm256_set1_ps(-32.0f));
+        *mw = _mm256_mul_ps(*ws, _mm256_set1_ps(T == GGUF_TYPE_Q6_K ? -32.0f : -4.0f));
+        break;
+    }
+    case GGUF_TYPE_Q2_K: {
+        __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(o + 64 + 16 * j + 8 * h)));
+        __m256 sc = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xF)));
+        __m256 mn = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+        __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(o + 32 + 16 * h)));
+        *ws = _mm256_mul_ps(d, sc);
+        *mw = _mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), dmin), mn);
         break;
     }
     default: *ws = *mw = _mm256_setzero_ps(); break;
@@ -184,8 +204,8 @@ static inline __attribute__((always_inline)) __m256i dot4(const enum gguf_tensor
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-static inline int pk_sbk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q4_K || T == GGUF_TYPE_Q5_K || T == GGUF_TYPE_Q6_K ? 256 : 32; }
-static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q6_K ? 16 : 32; }
+static inline int pk_sbk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q4_K || T == GGUF_TYPE_Q5_K || T == GGUF_TYPE_Q6_K || T == GGUF_TYPE_Q2_K || T == GGUF_TYPE_Q3_K ? 256 : 32; }
+static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q6_K || T == GGUF_TYPE_Q2_K || T == GGUF_TYPE_Q3_K ? 16 : 32; }
 
 /* MR tokens x the 16 rows of one group (two halves of 8). */
 static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor_type T, const uint8_t *gbase, size_t gsb_bytes,

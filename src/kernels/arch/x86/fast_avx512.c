@@ -1,11 +1,12 @@
 /*
  * fast_avx512.c: the fast path on AVX-512 with VNNI (see kern_internal.h for the math):
- * activation quantization, row dot products of every quantized type against quantized
- * activations (decode), and the GEMM micro-kernels over panels (prefill): 4 tokens x 32
- * rows per step with vpdpbusd for the integer types, 6 tokens x 32 rows of FMAs for float
- * panels. Integer results are exact, so they equal the reference's; only the float
- * additions are ordered differently. Compiled with the AVX-512 flags of the Makefile and
- * selected only when CPUID reports all of them.
+ * activation quantization; the micro-kernels over repacked weights (packed.c), up to 6
+ * tokens x 16 rows with vpdpbusd for the integer types and 8 tokens x 32 rows of FMAs for
+ * F32/F16/BF16, which serve decode (1 token, with software prefetch) and prefill alike; row
+ * dots and panel GEMMs for weights that are not repacked; exp, softmax and SiLU; and the
+ * attention products. Integer results are exact, so they equal the reference's; only the
+ * float additions are ordered differently. Compiled with the AVX-512 flags of the Makefile
+ * and selected only when CPUID reports all of them.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -436,6 +437,16 @@ static inline __attribute__((always_inline)) __m512i pk_w(const enum gguf_tensor
         h = e2 <= 4 ? _mm512_slli_epi16(h, 4 - e2) : _mm512_srli_epi16(h, e2 - 4);
         return _mm512_ternarylogic_epi32(w, h, _mm512_set1_epi8(0x30), 0xF8);
     }
+    case GGUF_TYPE_Q2_K:
+    case GGUF_TYPE_Q3_K: {
+        __m512i v = _mm512_loadu_si512(o + (T == GGUF_TYPE_Q2_K ? 320 : 288) + 64 * (c & 15));
+        __m512i w = _mm512_and_si512(_mm512_srli_epi16(v, 2 * (c >> 4)), _mm512_set1_epi8(3));
+        if (T == GGUF_TYPE_Q2_K) return w;
+        const int b = c % 8;
+        __m512i h = _mm512_loadu_si512(o + 1312 + 64 * (c / 8));
+        h = b <= 2 ? _mm512_slli_epi16(h, 2 - b) : _mm512_srli_epi16(h, b - 2);
+        return _mm512_ternarylogic_epi32(w, h, _mm512_set1_epi8(0x04), 0xF8);
+    }
     default: return _mm512_setzero_si512();
     }
 }
@@ -460,18 +471,28 @@ static inline __attribute__((always_inline)) void pk_scales(const enum gguf_tens
         *mw = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), dmin), mn);
         break;
     }
-    case GGUF_TYPE_Q6_K: {
+    case GGUF_TYPE_Q6_K:
+    case GGUF_TYPE_Q3_K: {
         __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(o + 32 + 16 * j))));
         *ws = _mm512_mul_ps(d, sc);
-        *mw = _mm512_mul_ps(*ws, _mm512_set1_ps(-32.0f));
+        *mw = _mm512_mul_ps(*ws, _mm512_set1_ps(T == GGUF_TYPE_Q6_K ? -32.0f : -4.0f));
+        break;
+    }
+    case GGUF_TYPE_Q2_K: {
+        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(o + 64 + 16 * j)));
+        __m512 sc = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xF)));
+        __m512 mn = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+        __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(o + 32)));
+        *ws = _mm512_mul_ps(d, sc);
+        *mw = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), dmin), mn);
         break;
     }
     default: *ws = *mw = _mm512_setzero_ps(); break;
     }
 }
 
-static inline int pk_sbk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q4_K || T == GGUF_TYPE_Q5_K || T == GGUF_TYPE_Q6_K ? 256 : 32; }
-static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q6_K ? 16 : 32; }
+static inline int pk_sbk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q4_K || T == GGUF_TYPE_Q5_K || T == GGUF_TYPE_Q6_K || T == GGUF_TYPE_Q2_K || T == GGUF_TYPE_Q3_K ? 256 : 32; }
+static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q6_K || T == GGUF_TYPE_Q2_K || T == GGUF_TYPE_Q3_K ? 16 : 32; }
 
 /* Bytes ahead of the current weights that decode prefetches (about 1.5 us at 20 GB/s). */
 #define PK_PREFETCH 2048
