@@ -110,15 +110,28 @@ static void row_meta(enum gguf_tensor_type type, const uint8_t *row, int64_t sb,
     }
 }
 
-static void put_u(uint8_t *zmm, int r, int j, uint8_t v, int shift) { zmm[4 * r + j] |= (uint8_t)(v << shift); }
-
-static bool is_k256(enum gguf_tensor_type type)
+/* Packs one group-super-block from u[16][sbk] and the rows' metadata. */
+/* The 4 values of k-group c of one row, as a little-endian word (one byte each). */
+static inline uint32_t kgroup(const uint8_t *u, int c)
 {
-    return type == GGUF_TYPE_Q2_K || type == GGUF_TYPE_Q3_K || type == GGUF_TYPE_Q4_K || type == GGUF_TYPE_Q5_K ||
-           type == GGUF_TYPE_Q6_K;
+    uint32_t v;
+    memcpy(&v, u + 4 * c, 4);
+    return v;
 }
 
-/* Packs one group-super-block from u[16][sbk] and the rows' metadata. */
+static inline void put32(uint8_t *zmm, int r, uint32_t v) { memcpy(zmm + 4 * r, &v, 4); }
+
+/* Bits (4 bytes' bit `bit` of k-groups first .. first + n - 1, at stride step) gathered into
+ * one word per byte: bit e of each byte comes from k-group first + e * step. */
+static inline uint32_t plane(const uint8_t *u, int first, int n, int step, int bit, int width)
+{
+    uint32_t mask = (1u << width) - 1, m4 = mask * 0x01010101u, out = 0;
+    for (int e = 0; e < n; e++) out |= ((kgroup(u, first + e * step) >> bit) & m4) << (e * width);
+    return out;
+}
+
+/* Packs one group-super-block from u[16][sbk] and the rows' metadata (layouts above), a
+ * word (4 values of a row) at a time. */
 static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256], const uint16_t *d, const uint16_t *d2,
                      uint8_t sc[16][16], uint8_t mn[16][16])
 {
@@ -128,40 +141,44 @@ static void pack_gsb(enum gguf_tensor_type type, uint8_t *o, uint8_t u[16][256],
                   type == GGUF_TYPE_Q2_K;
     if (second)
         for (int r = 0; r < 16; r++) memcpy(o + 32 + 2 * r, &d2[r], 2);
-    for (int r = 0; r < 16; r++)
-        for (int k = 0; k < (is_k256(type) ? 256 : 32); k++) {
-            int c = k / 4, j = k % 4;
-            uint8_t v = u[r][k];
-            switch (type) {
-            case GGUF_TYPE_Q8_0: o[32 + 64 * c + 4 * r + j] = v; break;
-            case GGUF_TYPE_Q4_0:
-            case GGUF_TYPE_Q4_1:
-            case GGUF_TYPE_Q5_0:
-            case GGUF_TYPE_Q5_1: {
-                uint8_t *nib = o + (second ? 64 : 32);
-                put_u(nib + 64 * (c & 3), r, j, v & 0xF, c < 4 ? 0 : 4);
-                if (type == GGUF_TYPE_Q5_0 || type == GGUF_TYPE_Q5_1) put_u(nib + 256, r, j, (v >> 4) & 1, c);
-                break;
-            }
-            case GGUF_TYPE_Q4_K:
-            case GGUF_TYPE_Q5_K: {
-                int kk = c / 16, w = c % 16;
-                put_u(o + 320 + 64 * (8 * kk + w % 8), r, j, v & 0xF, w < 8 ? 0 : 4);
-                if (type == GGUF_TYPE_Q5_K) put_u(o + 2368 + 64 * (c / 8), r, j, (v >> 4) & 1, c % 8);
-                break;
-            }
-            case GGUF_TYPE_Q6_K:
-                put_u(o + 288 + 64 * (c & 31), r, j, v & 0xF, c < 32 ? 0 : 4);
-                put_u(o + 2336 + 64 * (c & 15), r, j, (v >> 4) & 3, 2 * (c >> 4));
-                break;
-            case GGUF_TYPE_Q2_K: put_u(o + 320 + 64 * (c & 15), r, j, v & 3, 2 * (c >> 4)); break;
-            case GGUF_TYPE_Q3_K:
-                put_u(o + 288 + 64 * (c & 15), r, j, v & 3, 2 * (c >> 4));
-                put_u(o + 1312 + 64 * (c / 8), r, j, (v >> 2) & 1, c % 8);
-                break;
-            default: break;
-            }
+    const uint32_t lo4 = 0x0F0F0F0Fu;
+    for (int r = 0; r < 16; r++) {
+        const uint8_t *ur = u[r];
+        switch (type) {
+        case GGUF_TYPE_Q8_0:
+            for (int c = 0; c < 8; c++) put32(o + 32 + 64 * c, r, kgroup(ur, c));
+            break;
+        case GGUF_TYPE_Q4_0:
+        case GGUF_TYPE_Q4_1:
+        case GGUF_TYPE_Q5_0:
+        case GGUF_TYPE_Q5_1: {
+            uint8_t *nib = o + (second ? 64 : 32);
+            for (int c = 0; c < 4; c++) put32(nib + 64 * c, r, (kgroup(ur, c) & lo4) | (kgroup(ur, c + 4) & lo4) << 4);
+            if (type == GGUF_TYPE_Q5_0 || type == GGUF_TYPE_Q5_1) put32(nib + 256, r, plane(ur, 0, 8, 1, 4, 1));
+            break;
         }
+        case GGUF_TYPE_Q4_K:
+        case GGUF_TYPE_Q5_K:
+            for (int kk = 0; kk < 4; kk++)
+                for (int e = 0; e < 8; e++)
+                    put32(o + 320 + 64 * (8 * kk + e), r, (kgroup(ur, 16 * kk + e) & lo4) | (kgroup(ur, 16 * kk + 8 + e) & lo4) << 4);
+            if (type == GGUF_TYPE_Q5_K)
+                for (int s = 0; s < 8; s++) put32(o + 2368 + 64 * s, r, plane(ur, 8 * s, 8, 1, 4, 1));
+            break;
+        case GGUF_TYPE_Q6_K:
+            for (int i = 0; i < 32; i++) put32(o + 288 + 64 * i, r, (kgroup(ur, i) & lo4) | (kgroup(ur, i + 32) & lo4) << 4);
+            for (int i = 0; i < 16; i++) put32(o + 2336 + 64 * i, r, plane(ur, i, 4, 16, 4, 2));
+            break;
+        case GGUF_TYPE_Q2_K:
+            for (int i = 0; i < 16; i++) put32(o + 320 + 64 * i, r, plane(ur, i, 4, 16, 0, 2));
+            break;
+        case GGUF_TYPE_Q3_K:
+            for (int i = 0; i < 16; i++) put32(o + 288 + 64 * i, r, plane(ur, i, 4, 16, 0, 2));
+            for (int s = 0; s < 8; s++) put32(o + 1312 + 64 * s, r, plane(ur, 8 * s, 8, 1, 2, 1));
+            break;
+        default: break;
+        }
+    }
     if (type == GGUF_TYPE_Q4_K || type == GGUF_TYPE_Q5_K) {
         for (int s = 0; s < 8; s++)
             for (int r = 0; r < 16; r++) {
