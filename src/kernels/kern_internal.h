@@ -80,6 +80,17 @@ static inline void kern_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8
     }
 }
 
+/* Q4_K/Q5_K: the float scale d * sc_j and offset -dmin * m_j of the 8 sub-blocks. */
+static inline void kern_k4_sub_scales(const uint8_t *scales, float d, float dmin, float *ws, float *mw)
+{
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        kern_scale_min_k4(j, scales, &sc, &m);
+        ws[j] = d * (float)sc;
+        mw[j] = -dmin * (float)m;
+    }
+}
+
 /* A row dot product: sum_i dequant(row)[i] * x[i], n a multiple of the block size. */
 typedef float (*kern_dot_fn)(const void *row, const float *x, int64_t n);
 

@@ -181,12 +181,7 @@ void kern_ref_unpack_sb(enum gguf_tensor_type type, const void *row, int64_t i_s
                 u[64 * k + l] = (uint8_t)((qs[32 * k + l] & 0xF) | h0);
                 u[64 * k + 32 + l] = (uint8_t)((qs[32 * k + l] >> 4) | h1);
             }
-        for (int s = 0; s < 8; s++) {
-            uint8_t sc, m;
-            kern_scale_min_k4(s, scales, &sc, &m);
-            ws[s] = d * (float)sc;
-            mw[s] = -dmin * (float)m;
-        }
+        kern_k4_sub_scales(scales, d, dmin, ws, mw);
         break;
     }
     case GGUF_TYPE_Q6_K: {

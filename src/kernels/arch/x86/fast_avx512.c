@@ -155,13 +155,7 @@ static inline void unpack_q4_k(const kern_block_q4_k *b, __m256i u[8], float *ws
         u[2 * k] = _mm256_and_si256(v, m4);
         u[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
     }
-    float d = h2f(b->d), dmin = h2f(b->dmin);
-    for (int s = 0; s < 8; s++) {
-        uint8_t sc, m;
-        kern_scale_min_k4(s, b->scales, &sc, &m);
-        ws[s] = d * (float)sc;
-        mw[s] = -dmin * (float)m;
-    }
+    kern_k4_sub_scales(b->scales, h2f(b->d), h2f(b->dmin), ws, mw);
 }
 
 static inline void unpack_q5_k(const kern_block_q5_k *b, __m256i u[8], float *ws, float *mw)
@@ -177,13 +171,7 @@ static inline void unpack_q5_k(const kern_block_q5_k *b, __m256i u[8], float *ws
         u[2 * k] = _mm256_mask_add_epi8(lo, b0, lo, h);
         u[2 * k + 1] = _mm256_mask_add_epi8(hi, b1, hi, h);
     }
-    float d = h2f(b->d), dmin = h2f(b->dmin);
-    for (int s = 0; s < 8; s++) {
-        uint8_t sc, m;
-        kern_scale_min_k4(s, b->scales, &sc, &m);
-        ws[s] = d * (float)sc;
-        mw[s] = -dmin * (float)m;
-    }
+    kern_k4_sub_scales(b->scales, h2f(b->d), h2f(b->dmin), ws, mw);
 }
 
 static inline void unpack_q6_k(const kern_block_q6_k *b, __m256i u[8], float *ws, float *mw)
