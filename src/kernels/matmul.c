@@ -213,21 +213,21 @@ static void matmul_fast(const kern_mm *mm, int n_mm, const float *x, int64_t n_t
         it->y = mm[j].y;
         it->g = kern_qgeom_of(it->w->type);
         if (it->g) {
+            /* types with the same block geometry share their quantized activations */
             int s = 0;
-            while (s < n_slots && slot_geom[s] != it->g) s++;
+            while (s < n_slots && (slot_geom[s]->sbk != it->g->sbk || slot_geom[s]->bk != it->g->bk)) s++;
             if (s == ACT_SLOTS) { /* a third format: the rest goes in another round, after this one */
                 rest = j;
                 break;
             }
+            it->act = ws->act[s];
+            it->act_stride = kern_act_sb_bytes(it->g) * (size_t)(it->w->n_in / it->g->sbk);
             if (s == n_slots) {
                 slot_geom[n_slots++] = it->g;
-                act_job aj = {it->g, x, it->w->n_in, n_tok, ws->act[s], kern_act_sb_bytes(it->g) * (size_t)(it->w->n_in / it->g->sbk),
-                              c.ops->act_quant};
+                act_job aj = {it->g, x, it->w->n_in, n_tok, ws->act[s], it->act_stride, c.ops->act_quant};
                 int n_act_tasks = n_tok < n_threads ? (int)n_tok : n_threads;
                 kern_pool_run(pool, act_task, &aj, n_act_tasks);
             }
-            it->act = ws->act[s];
-            it->act_stride = kern_act_sb_bytes(it->g) * (size_t)(it->w->n_in / it->g->sbk);
         }
         it->rows_per_task = rows_per_task(&c, it, n_threads);
         it->first_task = n_tasks;
