@@ -626,27 +626,27 @@ static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor
     /* A batch converts each chunk of half floats to F32 once, so that its inner loop is
      * multiply-adds only; a single token converts in registers. */
     const bool widen = T != GGUF_TYPE_F32 && n_tok >= 8;
-    const enum gguf_tensor_type TT = widen ? GGUF_TYPE_F32 : T;
     _Alignas(64) float wide[PF_CHUNK_BYTES / 4];
     int64_t chunk = n_tok == 1 ? p->n_in : (int64_t)(PF_CHUNK_BYTES / 128);
     for (int64_t k0 = 0; k0 < p->n_in; k0 += chunk) {
         int64_t n_k = p->n_in - k0 < chunk ? p->n_in - k0 : chunk;
         const uint8_t *g = p->data + (size_t)(group * p->n_sb + k0) * p->gsb_bytes;
-        size_t stride = p->gsb_bytes;
-        if (widen) {
-            for (int64_t k = 0; k < n_k; k++) {
-                _mm512_store_ps(wide + 32 * k, pf_load(T, g + (size_t)k * stride, 0));
-                _mm512_store_ps(wide + 32 * k + 16, pf_load(T, g + (size_t)k * stride, 1));
-            }
-            g = (const uint8_t *)wide;
-            stride = 128;
-        }
         const uint8_t *xk = xa + (size_t)k0 * sizeof(float);
         bool acc = k0 > 0;
         int64_t t = 0;
-#define PF(MR) pf_tile(TT, g, stride, n_k, xk + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, acc, MR)
-        KERN_TOKEN_TILES(t, n_tok, 8, PF);
+        if (widen) {
+            for (int64_t k = 0; k < n_k; k++) {
+                _mm512_store_ps(wide + 32 * k, pf_load(T, g + (size_t)k * p->gsb_bytes, 0));
+                _mm512_store_ps(wide + 32 * k + 16, pf_load(T, g + (size_t)k * p->gsb_bytes, 1));
+            }
+#define PF(MR) pf_tile(GGUF_TYPE_F32, (const uint8_t *)wide, 128, n_k, xk + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, acc, MR)
+            KERN_TOKEN_TILES(t, n_tok, 8, PF);
 #undef PF
+        } else {
+#define PF(MR) pf_tile(T, g, p->gsb_bytes, n_k, xk + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, acc, MR)
+            KERN_TOKEN_TILES(t, n_tok, 8, PF);
+#undef PF
+        }
     }
 }
 
