@@ -50,46 +50,6 @@ static void act_quant(const kern_qgeom *g, const float *x, void *dst, int64_t n)
     }
 }
 
-static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel, int64_t n_in, const float *x,
-                                                              int64_t x_stride, float *y, int64_t y_stride, int n_rows,
-                                                              bool accumulate, const int MR)
-{
-    __m256 acc[8][4];
-    #pragma GCC unroll 8
-    for (int t = 0; t < MR; t++)
-        #pragma GCC unroll 8
-        for (int v = 0; v < 4; v++) acc[t][v] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < n_in; k++) {
-        const float *pk = panel + k * KERN_PANEL_ROWS;
-        __m256 w0 = _mm256_loadu_ps(pk), w1 = _mm256_loadu_ps(pk + 8), w2 = _mm256_loadu_ps(pk + 16), w3 = _mm256_loadu_ps(pk + 24);
-        #pragma GCC unroll 8
-        for (int t = 0; t < MR; t++) {
-            __m256 xb = _mm256_broadcast_ss(x + t * x_stride + k);
-            acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
-            acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
-            acc[t][2] = _mm256_fmadd_ps(w2, xb, acc[t][2]);
-            acc[t][3] = _mm256_fmadd_ps(w3, xb, acc[t][3]);
-        }
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < MR; t++) {
-        float out[32];
-        #pragma GCC unroll 8
-        for (int v = 0; v < 4; v++) _mm256_storeu_ps(out + 8 * v, acc[t][v]);
-        float *yt = y + t * y_stride;
-        for (int r = 0; r < n_rows; r++) yt[r] = accumulate ? yt[r] + out[r] : out[r];
-    }
-}
-
-static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_stride, int64_t n_tok, float *y,
-                   int64_t y_stride, int n_rows, bool accumulate)
-{
-    int64_t t = 0;
-#define F_TILE(MR) gemm_f_tile(panel, n_in, x + t * x_stride, x_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
-    KERN_TOKEN_TILES(t, n_tok, 3, F_TILE);
-#undef F_TILE
-}
-
 static inline float load_f32(const uint8_t *p)
 {
     float f;
@@ -290,7 +250,7 @@ static inline __attribute__((always_inline)) __m256 pf_load(const enum gguf_tens
 
 static inline __attribute__((always_inline)) void pf_tile(const enum gguf_tensor_type T, const uint8_t *g, size_t gsb_bytes,
                                                           int64_t n_in, const uint8_t *xa, size_t xa_stride, float *y,
-                                                          int64_t y_stride, int n_rows, const int MR)
+                                                          int64_t y_stride, int n_rows, bool accumulate, const int MR)
 {
     __m256 acc[8][4];
 #pragma GCC unroll 8
@@ -314,8 +274,21 @@ static inline __attribute__((always_inline)) void pf_tile(const enum gguf_tensor
         float out[32];
 #pragma GCC unroll 8
         for (int v = 0; v < 4; v++) _mm256_storeu_ps(out + 8 * v, acc[t][v]);
-        memcpy(y + t * y_stride, out, (size_t)n_rows * sizeof(float));
+        float *yt = y + t * y_stride;
+        for (int r = 0; r < n_rows; r++) yt[r] = accumulate ? yt[r] + out[r] : out[r];
     }
+}
+
+/* Panels of unrepacked float weights (kern_panel_pack_f) have the packed F32 layout. */
+static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_stride, int64_t n_tok, float *y,
+                   int64_t y_stride, int n_rows, bool accumulate)
+{
+    const uint8_t *xa = (const uint8_t *)x, *g = (const uint8_t *)panel;
+    size_t xa_stride = (size_t)x_stride * sizeof(float);
+    int64_t t = 0;
+#define F_TILE(MR) pf_tile(GGUF_TYPE_F32, g, 4 * KERN_PANEL_ROWS, n_in, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
+    KERN_TOKEN_TILES(t, n_tok, 3, F_TILE);
+#undef F_TILE
 }
 
 static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor_type T, const kern_packed *p, int64_t group,
@@ -324,7 +297,7 @@ static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor
 {
     const uint8_t *g = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;
     int64_t t = 0;
-#define PF(MR) pf_tile(T, g, p->gsb_bytes, p->n_in, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, MR)
+#define PF(MR) pf_tile(T, g, p->gsb_bytes, p->n_in, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, false, MR)
     KERN_TOKEN_TILES(t, n_tok, 3, PF);
 #undef PF
 }

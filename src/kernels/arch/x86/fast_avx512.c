@@ -346,45 +346,6 @@ static void gemm_q(const kern_qgeom *g, const uint8_t *panel, int64_t n_in, cons
 #undef Q_TILE
 }
 
-static inline __attribute__((always_inline)) void gemm_f_tile(const float *panel, int64_t n_in, const float *x,
-                                                              int64_t x_stride, float *y, int64_t y_stride, int n_rows,
-                                                              bool accumulate, const int MR)
-{
-    __m512 acc[8][2];
-    #pragma GCC unroll 8
-    for (int t = 0; t < MR; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < n_in; k++) {
-        __m512 w0 = _mm512_loadu_ps(panel + k * KERN_PANEL_ROWS), w1 = _mm512_loadu_ps(panel + k * KERN_PANEL_ROWS + 16);
-        #pragma GCC unroll 8
-        for (int t = 0; t < MR; t++) {
-            __m512 xb = _mm512_set1_ps(x[t * x_stride + k]);
-            acc[t][0] = _mm512_fmadd_ps(w0, xb, acc[t][0]);
-            acc[t][1] = _mm512_fmadd_ps(w1, xb, acc[t][1]);
-        }
-    }
-    __mmask16 k0 = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
-    __mmask16 k1 = n_rows >= 32 ? 0xFFFF : n_rows <= 16 ? 0 : (__mmask16)((1u << (n_rows - 16)) - 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < MR; t++) {
-        float *yt = y + t * y_stride;
-        if (accumulate) {
-            acc[t][0] = _mm512_add_ps(acc[t][0], _mm512_maskz_loadu_ps(k0, yt));
-            acc[t][1] = _mm512_add_ps(acc[t][1], _mm512_maskz_loadu_ps(k1, yt + 16));
-        }
-        _mm512_mask_storeu_ps(yt, k0, acc[t][0]);
-        _mm512_mask_storeu_ps(yt + 16, k1, acc[t][1]);
-    }
-}
-
-static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_stride, int64_t n_tok, float *y,
-                   int64_t y_stride, int n_rows, bool accumulate)
-{
-    int64_t t = 0;
-#define F_TILE(MR) gemm_f_tile(panel, n_in, x + t * x_stride, x_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
-    KERN_TOKEN_TILES(t, n_tok, 8, F_TILE);
-#undef F_TILE
-}
-
 /* ------------------------------------------------------------------ packed weights */
 
 /* The 16 rows x 4 values of k-group c of a group-super-block o (packed.c's layout), as
@@ -618,6 +579,18 @@ static inline __attribute__((always_inline)) void pf_tile(const enum gguf_tensor
 
 /* Values per chunk: 32 KB of weights stay in L1 while every token passes over them. */
 #define PF_CHUNK_BYTES 32768
+
+/* Panels of unrepacked float weights (kern_panel_pack_f) have the packed F32 layout. */
+static void gemm_f(const float *panel, int64_t n_in, const float *x, int64_t x_stride, int64_t n_tok, float *y,
+                   int64_t y_stride, int n_rows, bool accumulate)
+{
+    const uint8_t *xa = (const uint8_t *)x, *g = (const uint8_t *)panel;
+    size_t xa_stride = (size_t)x_stride * sizeof(float);
+    int64_t t = 0;
+#define F_TILE(MR) pf_tile(GGUF_TYPE_F32, g, 4 * KERN_PANEL_ROWS, n_in, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, n_rows, accumulate, MR)
+    KERN_TOKEN_TILES(t, n_tok, 8, F_TILE);
+#undef F_TILE
+}
 
 static inline __attribute__((always_inline)) void pf_gemm(const enum gguf_tensor_type T, const kern_packed *p, int64_t group,
                                                           const uint8_t *xa, size_t xa_stride, int64_t n_tok, float *y,
