@@ -289,6 +289,7 @@ TEST(model_fast, allocation_failures)
         }
         dk_alloc_fail_after(-1);
         CHECK_MSG(rc == DK_OK || rc == DK_ERR_NOMEM, "n=%ld: rc %d (%s)", n, rc, err);
+        if (rc != DK_OK && !c) CHECK_MSG(model_prepare_fast(m, 2, err) == DK_OK, "retry after a failure: %s", err);
         if (!c) { /* unprepared or half-prepared, the model still decodes */
             model_ctx_params cp = model_ctx_default_params();
             cp.n_ctx = 32;

@@ -493,6 +493,8 @@ int model_prepare_fast(model_weights *m, int n_threads, char *err)
     } else {
         for (size_t i = 0; i < n; i++) mats[i]->packed = NULL;
         for (size_t i = 0; i < m->n_packs; i++) kern_packed_free(m->packs[i]);
+        dk_free(m->packs); /* a later call starts over */
+        m->packs = NULL;
         m->n_packs = 0;
     }
     kern_pool_free(pool);
@@ -530,7 +532,7 @@ struct model_ctx {
     float *up;        /* (n_batch, n_ff) */
     float *scores;    /* (n_threads, n_head / n_head_kv, n_kv) */
     float *attn_part; /* (n_head_kv, max_chunks, group, head_dim_v + 2) split attention of one token */
-    int64_t max_chunks, n_chunks;
+    int64_t max_chunks;
 };
 
 model_ctx_params model_ctx_default_params(void)
@@ -647,6 +649,7 @@ typedef struct attn_job {
     int64_t n_swa;   /* 0: no window */
     float scale, softcap;
     bool causal;
+    int64_t n_chunks; /* attn_chunk_task: chunks per kv head */
 } attn_job;
 
 /* The cache of kv head hk of layer il: keys (transposed blocks) and values. */
@@ -658,6 +661,33 @@ static void *kv_head(const model_ctx *c, void *cache, int64_t il, int64_t hk, in
 
 /* (token, kv head) pairs split over the tasks: the scores of the kv head's group of query
  * heads, their softmax, and the weighted values. Thread i_thread uses scores block i. */
+/* The group of query heads qv of kv head hk against positions [p0, p1]: scores (into the
+ * thread's sc), softcap, scale, softmax, and the weighted values into out (group rows of
+ * out_stride). stats, when not NULL, receives each head's softmax max and sum at
+ * stats[g * out_stride] and stats[g * out_stride + 1], for merging split softmaxes. */
+static void attn_heads(const attn_job *j, const float *qv, int64_t hk, int64_t p0, int64_t p1, float *sc, float *out,
+                       int64_t out_stride, float *stats)
+{
+    model_ctx *c = j->c;
+    const model_hparams *hp = &c->m->hp;
+    int64_t dk = hp->head_dim_k, dv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv, n = p1 - p0 + 1;
+    kern_attn_scores(qv, (int)group, (int)dk, kv_head(c, c->k_cache, j->il, hk, dk), c->kv_f16, p0, p1, sc, c->n_kv);
+    for (int64_t g = 0; g < group; g++) {
+        float *s = sc + g * c->n_kv, max;
+        if (j->softcap > 0) {
+            for (int64_t i = 0; i < n; i++) s[i] = j->softcap * tanhf(s[i] / j->softcap);
+        }
+        if (j->scale != 1.0f) kern_scale(s, j->scale, n);
+        double sum = kern_softmax_stats(s, n, &max);
+        if (stats) {
+            stats[g * out_stride] = max;
+            stats[g * out_stride + 1] = (float)sum;
+        }
+    }
+    kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, p0, p1, out,
+                     out_stride);
+}
+
 static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
 {
     const attn_job *j = ctx;
@@ -674,21 +704,8 @@ static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
         int64_t last = j->causal ? qpos : j->pos0 + j->n_tok - 1;
         int64_t first = 0;
         if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
-        int64_t n = last - first + 1;
-        const float *qv = c->q + (size_t)(t * H * dk + hk * group * dk);
-        kern_attn_scores(qv, (int)group, (int)dk, kv_head(c, c->k_cache, j->il, hk, dk), c->kv_f16, first, last, sc,
-                         c->n_kv);
-        for (int64_t g = 0; g < group; g++) {
-            float *s = sc + g * c->n_kv;
-            if (j->softcap > 0) {
-                for (int64_t i = 0; i < n; i++) s[i] = j->softcap * tanhf(s[i] / j->softcap);
-            }
-            if (j->scale != 1.0f) kern_scale(s, j->scale, n);
-            kern_softmax(s, n);
-        }
-        float *o = c->att + (size_t)(t * H * dv + hk * group * dv);
-        kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, first, last,
-                         o, dv);
+        attn_heads(j, c->q + (size_t)(t * H * dk + hk * group * dk), hk, first, last, sc,
+                   c->att + (size_t)(t * H * dv + hk * group * dv), dv, NULL);
     }
 }
 
@@ -705,11 +722,11 @@ static void attn_chunk_task(void *ctx, int i_task, int n_tasks, int i_thread)
     const model_hparams *hp = &c->m->hp;
     int64_t Hkv = hp->n_head_kv, H = hp->n_head, dk = hp->head_dim_k, dv = hp->head_dim_v, group = H / Hkv;
     (void)n_tasks;
-    int64_t hk = i_task / c->n_chunks, ci = i_task % c->n_chunks; /* one token: pair = kv head */
+    int64_t hk = i_task / j->n_chunks, ci = i_task % j->n_chunks; /* one token: pair = kv head */
     int64_t qpos = j->pos0, last = qpos, first = 0;
     if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
     int64_t span = last - first + 1;
-    int64_t chunk = ((span + c->n_chunks - 1) / c->n_chunks + KERN_KV_BLOCK - 1) / KERN_KV_BLOCK * KERN_KV_BLOCK;
+    int64_t chunk = ((span + j->n_chunks - 1) / j->n_chunks + KERN_KV_BLOCK - 1) / KERN_KV_BLOCK * KERN_KV_BLOCK;
     int64_t p0 = first + ci * chunk, p1 = p0 + chunk - 1 < last ? p0 + chunk - 1 : last;
     float *part = c->attn_part + (size_t)(i_task * group) * (size_t)(dv + 2); /* per head: (dv) values, max, sum */
     if (p0 > p1) {
@@ -720,37 +737,24 @@ static void attn_chunk_task(void *ctx, int i_task, int n_tasks, int i_thread)
         return;
     }
     float *sc = c->scores + (size_t)i_thread * (size_t)group * (size_t)c->n_kv;
-    const float *qv = c->q + (size_t)(hk * group * dk);
-    int64_t n = p1 - p0 + 1;
-    kern_attn_scores(qv, (int)group, (int)dk, kv_head(c, c->k_cache, j->il, hk, dk), c->kv_f16, p0, p1, sc, c->n_kv);
-    for (int64_t g = 0; g < group; g++) {
-        float *s = sc + g * c->n_kv, max;
-        if (j->softcap > 0) {
-            for (int64_t i = 0; i < n; i++) s[i] = j->softcap * tanhf(s[i] / j->softcap);
-        }
-        if (j->scale != 1.0f) kern_scale(s, j->scale, n);
-        double sum = kern_softmax_stats(s, n, &max);
-        part[g * (dv + 2) + dv] = max;
-        part[g * (dv + 2) + dv + 1] = (float)sum;
-    }
-    kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, p0, p1, part, dv + 2);
+    attn_heads(j, c->q + (size_t)(hk * group * dk), hk, p0, p1, sc, part, dv + 2, part + dv);
 }
 
 /* softmax(all) . V = sum_c w_c (softmax(chunk c) . V) / sum_c w_c with w_c = sum_c e^(max_c - max) */
-static void attn_merge(model_ctx *c)
+static void attn_merge(model_ctx *c, const attn_job *j)
 {
     const model_hparams *hp = &c->m->hp;
     int64_t Hkv = hp->n_head_kv, H = hp->n_head, dv = hp->head_dim_v, group = H / Hkv;
     for (int64_t hk = 0; hk < Hkv; hk++)
         for (int64_t g = 0; g < group; g++) {
             float max = -INFINITY;
-            for (int64_t ci = 0; ci < c->n_chunks; ci++)
-                max = fmaxf(max, c->attn_part[((hk * c->n_chunks + ci) * group + g) * (dv + 2) + dv]);
+            for (int64_t ci = 0; ci < j->n_chunks; ci++)
+                max = fmaxf(max, c->attn_part[((hk * j->n_chunks + ci) * group + g) * (dv + 2) + dv]);
             float *o = c->att + (size_t)((hk * group + g) * dv);
             for (int64_t d = 0; d < dv; d++) o[d] = 0.0f;
             double total = 0;
-            for (int64_t ci = 0; ci < c->n_chunks; ci++) {
-                const float *part = c->attn_part + ((hk * c->n_chunks + ci) * group + g) * (dv + 2);
+            for (int64_t ci = 0; ci < j->n_chunks; ci++) {
+                const float *part = c->attn_part + ((hk * j->n_chunks + ci) * group + g) * (dv + 2);
                 if (part[dv + 1] == 0.0f) continue;
                 double w = (double)part[dv + 1] * exp((double)part[dv] - (double)max);
                 total += w;
@@ -941,12 +945,12 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
             run_step(c, L, il, pos0, n_tok, PHASE_QK);
         }
         attn_job job = {c, il, n_tok, pos0, swa ? hp->n_swa : 0, q_prescale ? 1.0f : inv_sqrt_dk,
-                        hp->attn_softcap, hp->causal};
+                        hp->attn_softcap, hp->causal, 0};
         int64_t n_pairs = n_tok * Hkv, span = pos0 + 1;
         if (n_tok == 1 && c->n_threads > 1 && span >= 2 * ATTN_CHUNK_MIN) {
-            c->n_chunks = span / ATTN_CHUNK_MIN < c->max_chunks ? span / ATTN_CHUNK_MIN : c->max_chunks;
-            kern_pool_run_threads(pool, attn_chunk_task, &job, (int)(Hkv * c->n_chunks));
-            attn_merge(c);
+            job.n_chunks = span / ATTN_CHUNK_MIN < c->max_chunks ? span / ATTN_CHUNK_MIN : c->max_chunks;
+            kern_pool_run_threads(pool, attn_chunk_task, &job, (int)(Hkv * job.n_chunks));
+            attn_merge(c, &job);
         } else {
             int n_tasks = n_pairs < (int64_t)c->n_threads * 4 ? (int)n_pairs : c->n_threads * 4;
             kern_pool_run_threads(pool, attn_task, &job, n_tasks);
