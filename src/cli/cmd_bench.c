@@ -116,28 +116,36 @@ static int32_t bos_token(const engine_model *model)
     return bos == (size_t)-1 ? -1 : (int32_t)bos;
 }
 
+/* What the runs share: the session, its model's BOS (looked up once, outside the timings)
+ * and a token buffer of n_batch ids. */
+typedef struct bench_ctx {
+    engine_session *s;
+    const engine_model *model;
+    int32_t bos;   /* -1: the vocabulary adds none */
+    int32_t *buf;  /* (n_batch) */
+    long n_batch;
+} bench_ctx;
+
 /* n tokens in batches of n_batch, from the session's current position */
-static int run_prompt(engine_session *s, const engine_model *model, long n, long n_batch, int32_t *buf, char *err)
+static int run_prompt(const bench_ctx *b, long n, char *err)
 {
-    int32_t bos = bos_token(model);
     for (long done = 0; done < n;) {
-        long m = n - done < n_batch ? n - done : n_batch;
-        for (long i = 0; i < m; i++) buf[i] = (done == 0 && i == 0 && bos >= 0) ? bos : random_token(model);
-        int rc = engine_session_eval(s, buf, (size_t)m, NULL, err);
+        long m = n - done < b->n_batch ? n - done : b->n_batch;
+        for (long i = 0; i < m; i++) b->buf[i] = (done == 0 && i == 0 && b->bos >= 0) ? b->bos : random_token(b->model);
+        int rc = engine_session_eval(b->s, b->buf, (size_t)m, NULL, err);
         if (rc != DK_OK) return rc;
         done += m;
     }
     return DK_OK;
 }
 
-static int run_gen(engine_session *s, const engine_model *model, long n, char *err)
+static int run_gen(const bench_ctx *b, long n, char *err)
 {
-    int32_t bos = bos_token(model);
-    int32_t tok = bos >= 0 ? bos : random_token(model);
+    int32_t tok = b->bos >= 0 ? b->bos : random_token(b->model);
     for (long i = 0; i < n; i++) {
-        int rc = engine_session_eval(s, &tok, 1, NULL, err);
+        int rc = engine_session_eval(b->s, &tok, 1, NULL, err);
         if (rc != DK_OK) return rc;
-        tok = random_token(model);
+        tok = random_token(b->model);
     }
     return DK_OK;
 }
@@ -169,20 +177,19 @@ static void summarize(bench_result *r, const double *ns, long reps, long n_token
 }
 
 /* One test (pp when is_prompt, else tg): warmup, then the timed repetitions. */
-static int run_test(engine_session *s, const engine_model *model, const bench_opts *o, bool is_prompt, int32_t *buf,
-                    bench_result *r, char *err)
+static int run_test(const bench_ctx *b, const bench_opts *o, bool is_prompt, bench_result *r, char *err)
 {
     long n = is_prompt ? o->n_prompt : o->n_gen;
     int rc;
-    engine_session_clear(s);
-    rc = is_prompt ? run_prompt(s, model, n, o->n_batch, buf, err) : run_gen(s, model, 1, err);
+    engine_session_clear(b->s);
+    rc = is_prompt ? run_prompt(b, n, err) : run_gen(b, 1, err);
     if (rc != DK_OK) return rc;
     double ns[MAX_REPS];
     for (long i = 0; i < o->reps; i++) {
-        engine_session_clear(s);
-        if (o->n_depth > 0 && (rc = run_prompt(s, model, o->n_depth, o->n_batch, buf, err)) != DK_OK) return rc;
+        engine_session_clear(b->s);
+        if (o->n_depth > 0 && (rc = run_prompt(b, o->n_depth, err)) != DK_OK) return rc;
         uint64_t t0 = dk_now_ns();
-        rc = is_prompt ? run_prompt(s, model, n, o->n_batch, buf, err) : run_gen(s, model, n, err);
+        rc = is_prompt ? run_prompt(b, n, err) : run_gen(b, n, err);
         if (rc != DK_OK) return rc;
         ns[i] = (double)(dk_now_ns() - t0);
     }
@@ -264,11 +271,12 @@ int cli_bench(int argc, char **argv)
     }
     srand(1234);
     int n_r = 0;
-    if (o.n_prompt > 0 && run_test(s, model, &o, true, buf, &res[n_r++], err) != DK_OK) {
+    bench_ctx b = {s, model, bos_token(model), buf, o.n_batch};
+    if (o.n_prompt > 0 && run_test(&b, &o, true, &res[n_r++], err) != DK_OK) {
         cli_error(CMD, "%s", err);
         goto done;
     }
-    if (o.n_gen > 0 && run_test(s, model, &o, false, buf, &res[n_r++], err) != DK_OK) {
+    if (o.n_gen > 0 && run_test(&b, &o, false, &res[n_r++], err) != DK_OK) {
         cli_error(CMD, "%s", err);
         goto done;
     }

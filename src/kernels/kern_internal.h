@@ -164,7 +164,6 @@ struct kern_packed {
     int64_t n_groups;    /* ceil(n_out / group_rows) */
     int64_t n_sb;        /* super-blocks per row (float types: values per row) */
     size_t gsb_bytes;    /* bytes per (group, super-block) */
-    size_t n_bytes;
     uint8_t *data;       /* (n_groups, n_sb) group-super-blocks */
 };
 int kern_packed_group_sb_bytes(enum gguf_tensor_type type); /* 0 if not packable */

@@ -88,7 +88,6 @@ bool kern_packable(enum gguf_tensor_type type);
  * DK_ERR_UNSUPPORTED for other types, DK_ERR_NOMEM. */
 int kern_pack(const kern_matrix *m, kern_packed **out, kern_pool *pool);
 void kern_packed_free(kern_packed *p); /* NULL is fine */
-size_t kern_packed_bytes(const kern_packed *p);
 
 /* Fills m from a 2-D (or 1-D, n_out = 1) GGUF tensor. */
 int kern_matrix_from_tensor(kern_matrix *m, const gguf_tensor *t, char *err);

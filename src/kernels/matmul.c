@@ -47,8 +47,8 @@ kern_workspace *kern_workspace_new(int64_t max_tok, int64_t max_in, int n_thread
     ws->max_in = max_in;
     ws->n_threads = n_threads;
     ws->act_slot_bytes = act_row_bound(max_in) * (size_t)max_tok;
-    /* bk = 16: per 16 values 16*32 bytes of u and 2*32 floats */
-    ws->panel_bytes = (size_t)(max_in / 16 + 1) * (16 * KERN_PANEL_ROWS + 8 * KERN_PANEL_ROWS);
+    /* the 16-value sub-blocks (Q6_K's) take the most panel bytes per value */
+    ws->panel_bytes = kern_panel_bytes(kern_qgeom_of(GGUF_TYPE_Q6_K), max_in);
     bool fail = false;
     for (int i = 0; i < ACT_SLOTS; i++) fail |= !(ws->act[i] = dk_malloc(ws->act_slot_bytes));
     ws->panels = dk_calloc((size_t)n_threads, sizeof *ws->panels);

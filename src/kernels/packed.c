@@ -284,7 +284,6 @@ int kern_pack(const kern_matrix *m, kern_packed **out, kern_pool *pool)
         dk_free(p);
         return DK_ERR_NOMEM;
     }
-    p->n_bytes = n;
     pack_job job = {m, p};
     int n_tasks = kern_pool_threads(pool) * 4;
     if (n_tasks > p->n_groups) n_tasks = (int)p->n_groups;
@@ -300,7 +299,6 @@ void kern_packed_free(kern_packed *p)
     dk_free(p);
 }
 
-size_t kern_packed_bytes(const kern_packed *p) { return p ? p->n_bytes : 0; }
 
 /* ------------------------------------------------------------------ reference kernel */
 
