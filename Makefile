@@ -88,10 +88,11 @@ test: $(BIN) $(TESTBIN)
 test-asan:
 	$(MAKE) BUILD=build/asan SAN=1 OPT=-O1 test
 
-# Tokenizer cross-check against @lenml/tokenizers (node + npm; installs into tests/node/node_modules).
+# Tokenizer cross-check against @lenml/tokenizers and chat templates against @huggingface/jinja
+# (node + npm; installs into tests/node/node_modules).
 test-node: $(BIN)
 	bash tests/node/setup.sh
-	DUCKLING_BIN=$(BIN) node --test tests/node/tokenizers.test.mjs
+	DUCKLING_BIN=$(BIN) node --test tests/node/tokenizers.test.mjs tests/node/templates.test.mjs
 
 # libFuzzer targets: fuzz/fuzz_<name>.c each define fuzz_<name>_one(data, size); the
 # libFuzzer entry point is added when DK_LIBFUZZER is set.
@@ -104,10 +105,13 @@ fuzz:
 	    $$f build/fuzz/libduckling.a $(LDLIBS) -o build/fuzz/$$n || exit 1; done
 
 # Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
-bench: $(BIN) $(BUILD)/bandwidth
+bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar
 $(BUILD)/bandwidth: bench/bandwidth.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -o $@ $< -pthread
+$(BUILD)/bench-grammar: bench/grammar.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -o $@ $< $(LIB) $(LDLIBS) $(LDFLAGS)
 
 clean:
 	rm -rf $(BUILD)

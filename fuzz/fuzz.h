@@ -13,5 +13,9 @@
 #include <stdint.h>
 
 int fuzz_gguf_one(const uint8_t *data, size_t size);
+int fuzz_grammar_one(const uint8_t *data, size_t size);
+int fuzz_json_schema_one(const uint8_t *data, size_t size);
+int fuzz_template_one(const uint8_t *data, size_t size);
+int fuzz_toolcall_one(const uint8_t *data, size_t size);
 
 #endif

@@ -407,7 +407,7 @@ TEST(cli, bad_input_fails_cleanly)
     const char *a3[] = {"logits", model, "--tokens", "1,x,3", NULL};
     const char *a4[] = {"logits", model, "--tokens", "1,2", "--bogus", NULL};
     const char *a5[] = {"logits", model, "--tokens", "1,99999", NULL};
-    const char *a6[] = {"run", model, "hi", "--format", "json", NULL};
+    const char *a6[] = {"run", model, "hi", "--format", "/nonexistent/schema.json", NULL};
     const char *a7[] = {"run", model, "hi", "--temperature", "hot", NULL};
     const char *a8[] = {"tokenize", trunc, "hello", NULL};
     const char *a9[] = {"embed", model, "not an embedding model", NULL};
@@ -522,5 +522,139 @@ TEST(cli, bench_bad_input_fails_cleanly)
     const char *a8[] = {"bench", model, model, NULL};
     const char *a9[] = {"bench", model, "-t", NULL};
     const char *const *all[] = {a1, a2, a3, a4, a5, a6, a7, a8, a9};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
+}
+
+/* ---- run: structured output, tools, thinking ---- */
+
+/* A tiny qwen3 carrying the real Qwen vocabulary and chat template, written once per run. */
+static const char *qwen_vocab_model(void)
+{
+    static char path[512];
+    if (path[0]) return path;
+    char vocab[512];
+    snprintf(path, sizeof path, "%s/cli-qwen-vocab.gguf", test_tmpdir());
+    test_kit_file(vocab, sizeof vocab, "tokenizer/ggml-vocab-qwen2.gguf");
+    const char *args[] = {"synth", "--preset", "qwen-vocab-tiny", "--quant", "Q8_0", "--out", path, "--vocab-from", vocab, NULL};
+    proc_result r;
+    if (spawn(&r, NULL, args) != 0 || r.status != 0) {
+        test_fail_at(__FILE__, __LINE__, "synth failed: %s", r.err ? r.err : "");
+        path[0] = 0;
+    }
+    proc_free(&r);
+    return path[0] ? path : NULL;
+}
+
+static const char *write_tmp(const char *name, const char *text)
+{
+    static char paths[4][512];
+    static int k;
+    char *p = paths[k++ % 4], e[DK_ERRLEN];
+    snprintf(p, 512, "%s/%s", test_tmpdir(), name);
+    if (dk_file_write(p, text, strlen(text), e) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", e);
+    return p;
+}
+
+TEST(cli, run_format_json_and_schema)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    const char *schema = write_tmp("person.schema.json",
+                                   "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":8},"
+                                   "\"age\":{\"type\":\"integer\",\"minimum\":0,\"maximum\":99}},"
+                                   "\"required\":[\"name\",\"age\"],\"additionalProperties\":false}");
+    int n_parsed = 0;
+    for (int k = 0; k < 6; k++) {
+        char seed[16];
+        snprintf(seed, sizeof seed, "%d", k + 1);
+        const char *fmt = k % 2 ? schema : "json";
+        const char *args[] = {"run", model, "Once upon a time", "--raw", "--format", fmt, "--seed", seed, "--temperature", "1",
+                              "-n", "300", "--ctx", "512", "--verbose", NULL};
+        proc_result r;
+        REQUIRE(spawn(&r, NULL, args) == 0);
+        CHECK_EQ_INT(r.status, 0);
+        json_error_t je;
+        json_t *v = json_loads(r.out, 0, &je);
+        if (v) {
+            n_parsed++;
+            CHECK(json_is_object(v));
+            if (k % 2) {
+                CHECK(json_is_string(json_object_get(v, "name")) && strlen(json_string_value(json_object_get(v, "name"))) <= 8);
+                json_int_t age = json_integer_value(json_object_get(v, "age"));
+                CHECK(json_is_integer(json_object_get(v, "age")) && age >= 0 && age <= 99);
+                CHECK_EQ_INT(json_object_size(v), 2);
+            }
+        } else {
+            /* only an answer cut by -n may be incomplete */
+            CHECK_MSG(strstr(r.err, "eval count:           300 token(s)") != NULL, "output neither JSON nor cut: %s", r.out);
+        }
+        json_decref(v);
+        proc_free(&r);
+    }
+    CHECK(n_parsed >= 3);
+    /* inline schema */
+    const char *args[] = {"run", model, "Once", "--raw", "--format", "{\"enum\":[\"yes\",\"no\"]}", "--temperature", "0", NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, NULL, args) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_MSG(strcmp(r.out, "\"yes\"") == 0 || strcmp(r.out, "\"no\"") == 0, "got %s", r.out);
+    proc_free(&r);
+}
+
+TEST(cli, run_tools_required_prints_valid_calls)
+{
+    if (!binary_ready()) return;
+    const char *model = qwen_vocab_model();
+    REQUIRE(model);
+    const char *tools = write_tmp("tools.json",
+                                  "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\","
+                                  "\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":10}},\"required\":[\"city\"],"
+                                  "\"additionalProperties\":false}}}]");
+    int n_calls = 0;
+    for (int k = 0; k < 3; k++) {
+        char seed[16];
+        snprintf(seed, sizeof seed, "%d", k + 1);
+        const char *args[] = {"run", model, "Weather in Paris?", "--tools", tools, "--tool-choice", k == 2 ? "get_weather" : "required",
+                              "--no-think", "--seed", seed, "--temperature", "1", "-n", "120", "--verbose", NULL};
+        proc_result r;
+        REQUIRE(spawn(&r, NULL, args) == 0);
+        CHECK_EQ_INT(r.status, 0);
+        /* a call cut by -n comes out as content; a finished answer has none */
+        int cut = strstr(r.err, "eval count:           120 token(s)") != NULL;
+        CHECK_MSG(cut || !strstr(r.out, "<tool_call>"), "call text in the output: %s", r.out);
+        const char *line = r.out;
+        while (line && *line) {
+            const char *nl = strchr(line, '\n');
+            size_t len = nl ? (size_t)(nl - line) : strlen(line);
+            json_t *v = json_loadb(line, len, 0, NULL);
+            if (v) {
+                CHECK_EQ_STR(json_string_value(json_object_get(v, "name")), "get_weather");
+                const json_t *city = json_object_get(json_object_get(v, "arguments"), "city");
+                CHECK(json_is_string(city) && strlen(json_string_value(city)) <= 40);
+                n_calls++;
+                json_decref(v);
+            }
+            line = nl ? nl + 1 : NULL;
+        }
+        proc_free(&r);
+    }
+    CHECK(n_calls >= 2);
+}
+
+TEST(cli, run_structured_bad_input)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    const char *bad_schema = write_tmp("bad.schema.json", "{\"type\": \"object\", \"properties\": ");
+    const char *not_array = write_tmp("tools-object.json", "{\"name\": \"x\"}");
+    const char *a1[] = {"run", model, "hi", "--format", bad_schema, NULL};
+    const char *a2[] = {"run", model, "hi", "--tool-choice", "required", NULL};
+    const char *a3[] = {"run", model, "hi", "--raw", "--tools", not_array, NULL};
+    const char *a4[] = {"run", model, "hi", "--tools", not_array, NULL};
+    const char *a5[] = {"run", model, "hi", "--format", "{\"type\":\"nonsense\"}", NULL};
+    const char *a6[] = {"run", model, "hi", "--format", "[1,2]", NULL};
+    const char *const *all[] = {a1, a2, a3, a4, a5, a6};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
 }

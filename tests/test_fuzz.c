@@ -20,6 +20,10 @@ typedef struct fuzz_target {
 
 static const fuzz_target fuzz_targets[] = {
     {"gguf", fuzz_gguf_one},
+    {"grammar", fuzz_grammar_one},
+    {"json_schema", fuzz_json_schema_one},
+    {"template", fuzz_template_one},
+    {"toolcall", fuzz_toolcall_one},
 };
 
 TEST(fuzz, corpus_replay)

@@ -24,6 +24,7 @@ int cli_synth(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 int cli_convert_tokenizer(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_render(int argc, char **argv);
 
 /* ---- helpers (args.c) ---- */
 

