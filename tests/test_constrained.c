@@ -66,6 +66,18 @@ static engine_model *load_qwen_vocab_model(void)
     return m;
 }
 
+/* A session of n_ctx positions, or NULL after a failure is recorded. */
+static engine_session *new_session(engine_model *m, size_t n_ctx)
+{
+    char err[DK_ERRLEN];
+    engine_session *s = NULL;
+    engine_session_params sp;
+    engine_session_params_default(&sp);
+    sp.n_ctx = n_ctx;
+    if (engine_session_new(&s, m, &sp, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "session: %s", err);
+    return s;
+}
+
 static int append_text(void *user, const char *text, size_t n_bytes)
 {
     dk_buf_append(user, text, n_bytes);
@@ -423,11 +435,8 @@ TEST(constrained, format_after_reasoning)
     int n_finished = 0;
     for (uint64_t seed = 1; seed <= 6; seed++) {
         char err[DK_ERRLEN];
-        engine_session *s = NULL;
-        engine_session_params sp;
-        engine_session_params_default(&sp);
-        sp.n_ctx = 1024;
-        REQUIRE(engine_session_new(&s, m, &sp, err) == DK_OK);
+        engine_session *s = new_session(m, 1024);
+        REQUIRE(s);
         engine_chat_params cp;
         engine_chat_params_default(&cp);
         cp.messages = messages;
@@ -473,11 +482,8 @@ TEST(constrained, grammar_after_forced_reasoning)
     int n_finished = 0;
     for (uint64_t seed = 1; seed <= 6; seed++) {
         char err[DK_ERRLEN];
-        engine_session *s = NULL;
-        engine_session_params sp;
-        engine_session_params_default(&sp);
-        sp.n_ctx = 512;
-        REQUIRE(engine_session_new(&s, m, &sp, err) == DK_OK);
+        engine_session *s = new_session(m, 512);
+        REQUIRE(s);
         int32_t *tokens = NULL;
         size_t n_tokens = 0;
         REQUIRE(engine_tokenize(m, prompt, strlen(prompt), false, true, &tokens, &n_tokens, err) == DK_OK);
@@ -532,11 +538,8 @@ TEST(constrained, chat_reuses_the_conversation_prefix)
     engine_model *m = load_qwen_vocab_model();
     REQUIRE(m);
     char err[DK_ERRLEN];
-    engine_session *s = NULL;
-    engine_session_params sp;
-    engine_session_params_default(&sp);
-    sp.n_ctx = 1024;
-    REQUIRE(engine_session_new(&s, m, &sp, err) == DK_OK);
+    engine_session *s = new_session(m, 1024);
+    REQUIRE(s);
     json_t *messages = json_loads("[{\"role\":\"user\",\"content\":\"Hello there\"}]", 0, NULL);
     engine_chat_params cp;
     engine_chat_params_default(&cp);
@@ -567,11 +570,8 @@ TEST(constrained, bad_format_and_tool_choice)
     engine_model *m = load_qwen_vocab_model();
     REQUIRE(m);
     char err[DK_ERRLEN];
-    engine_session *s = NULL;
-    engine_session_params sp;
-    engine_session_params_default(&sp);
-    sp.n_ctx = 256;
-    REQUIRE(engine_session_new(&s, m, &sp, err) == DK_OK);
+    engine_session *s = new_session(m, 256);
+    REQUIRE(s);
     json_t *messages = json_loads("[{\"role\":\"user\",\"content\":\"hi\"}]", 0, NULL);
     json_t *tools = json_loads(tools_json, 0, NULL);
     json_t *bad_format = json_string("xml");

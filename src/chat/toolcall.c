@@ -235,15 +235,8 @@ static size_t partial_suffix(const char *data, size_t n, const char *lit)
 /* The family's in-content opener (one per format). */
 static const char *format_opener(enum chat_format format)
 {
-    switch (format) {
-    case CHAT_FORMAT_HERMES: return "<tool_call>";
-    case CHAT_FORMAT_LLAMA3: return "<|python_tag|>";
-    case CHAT_FORMAT_MISTRAL: return "[TOOL_CALLS]";
-    case CHAT_FORMAT_PHI4: return "<|tool_call|>";
-    case CHAT_FORMAT_GEMMA:
-    case CHAT_FORMAT_GENERIC: return "```";
-    }
-    return "```";
+    const char *marker = chat_format_call_marker(format); /* Gemma and generic calls come fenced */
+    return marker ? marker : "```";
 }
 
 static bool format_has_bare(enum chat_format format)

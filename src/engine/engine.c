@@ -508,10 +508,14 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
     int rc;
     if (n_prompt == 0 && !session->have_logits)
         return dk_fail(err, DK_ERR_ARG, "generate: empty prompt and nothing evaluated yet");
+    /* before the clock: a grammar's first use of a model builds its vocabulary trie, a one-time
+     * cost per model (like loading), not part of prompt or eval time */
+    rc = gen_control_init(&control, model, params, err);
+    if (rc != DK_OK) goto done;
     uint64_t t0 = dk_now_ns();
     if (n_prompt) {
         rc = engine_session_eval(session, prompt, n_prompt, NULL, err);
-        if (rc != DK_OK) return rc;
+        if (rc != DK_OK) goto done;
     }
     uint64_t t1 = dk_now_ns();
     t.n_prompt = n_prompt;
@@ -520,8 +524,6 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
     rc = sample_chain_new(&chain, &params->sampling, model->n_vocab, err);
     if (rc != DK_OK) goto done;
     rc = sample_stop_new(&g.stop, params->stops, params->n_stops, err);
-    if (rc != DK_OK) goto done;
-    rc = gen_control_init(&control, model, params, err);
     if (rc != DK_OK) goto done;
     for (size_t i = 0; i < n_prompt; i++) sample_chain_accept(chain, prompt[i]);
 
