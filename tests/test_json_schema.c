@@ -190,6 +190,19 @@ TEST(json_schema, integer_ranges_are_exact)
     check_strings("{\"type\":\"integer\",\"exclusiveMinimum\":-1.5,\"exclusiveMaximum\":2.5}", ex, ex_bad);
 }
 
+TEST(json_schema, number_ranges_never_exceed_their_bounds)
+{
+    static const char *const unit_good[] = {"0", "1", "0.5", "0.25", "0.999", NULL};
+    static const char *const unit_bad[] = {"1.5", "-0.5", "2", "-1", "1.0", "0.", "01", "1e0", NULL};
+    check_strings("{\"type\":\"number\",\"minimum\":0,\"maximum\":1}", unit_good, unit_bad);
+    static const char *const pos_good[] = {"1", "7.5", "123456.25", NULL};
+    static const char *const pos_bad[] = {"0", "0.5", "-3", NULL};
+    check_strings("{\"type\":\"number\",\"exclusiveMinimum\":0.5}", pos_good, pos_bad);
+    static const char *const neg_good[] = {"-10", "-3", "-7", NULL};
+    static const char *const neg_bad[] = {"-11", "-2", "0", "-2.5", NULL};
+    check_strings("{\"type\":\"number\",\"minimum\":-10,\"maximum\":-3}", neg_good, neg_bad);
+}
+
 TEST(json_schema, strings_patterns_formats)
 {
     static const char *const len_ok[] = {"\"ab\"", "\"abcd\"", "\"\\u00e9x\"", "\"\\\"\\\\\"", NULL};
@@ -262,7 +275,7 @@ TEST(json_schema, refused_keywords_name_their_pointer)
     expect_refused("{\"type\":\"wat\"}", DK_ERR_FORMAT, "unknown type");
     expect_refused("{\"type\":\"string\",\"pattern\":\"(a)\\\\1\"}", DK_ERR_UNSUPPORTED, "backreferences");
     expect_refused("{\"type\":\"string\",\"pattern\":\"(a*)*\"}", DK_ERR_UNSUPPORTED, "empty");
-    expect_refused("{\"type\":\"number\",\"minimum\":0}", DK_ERR_UNSUPPORTED, "minimum");
+    expect_refused("{\"type\":\"number\",\"minimum\":0.2,\"maximum\":0.8}", DK_ERR_UNSUPPORTED, "no integer");
     expect_refused("{\"$defs\":{\"a\":{\"allOf\":[{\"$ref\":\"#/$defs/a\"}]}},\"$ref\":\"#/$defs/a\"}", DK_ERR_UNSUPPORTED, "deep");
     expect_refused("false", DK_ERR_UNSUPPORTED, "nothing");
     char err[DK_ERRLEN];

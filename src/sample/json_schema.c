@@ -351,28 +351,61 @@ static int schema_int_bound(schema_conv *c, const json_t *s, const char *key, bo
     return DK_OK;
 }
 
-static int schema_gen_integer(schema_conv *c, const json_t *s, const char *ptr, dk_buf *body)
+/* The integer range [*lo, *hi] of a schema's minimum/maximum/exclusive* bounds; *bounded is
+ * false when it has none. */
+static int schema_int_bounds(schema_conv *c, const json_t *s, const char *ptr, long long *lo, long long *hi, bool *bounded)
 {
-    long long lo = -SCHEMA_UNBOUNDED, hi = SCHEMA_UNBOUNDED, v;
+    long long v;
     bool have_lo = false, have_hi = false, p;
     static const char *const lows[] = {"minimum", "exclusiveMinimum"}, *const highs[] = {"maximum", "exclusiveMaximum"};
+    *lo = -SCHEMA_UNBOUNDED;
+    *hi = SCHEMA_UNBOUNDED;
     for (int k = 0; k < 2; k++) {
         int rc = schema_int_bound(c, s, lows[k], true, ptr, &v, &p);
         if (rc) return rc;
-        if (p && (!have_lo || v > lo)) lo = v, have_lo = true;
+        if (p && (!have_lo || v > *lo)) *lo = v, have_lo = true;
         if ((rc = schema_int_bound(c, s, highs[k], false, ptr, &v, &p))) return rc;
-        if (p && (!have_hi || v < hi)) hi = v, have_hi = true;
+        if (p && (!have_hi || v < *hi)) *hi = v, have_hi = true;
     }
-    if (!have_lo && !have_hi) {
-        schema_shared_ref(c, body, "integer", SCHEMA_USE_INTEGER);
-        return DK_OK;
-    }
-    if (!have_lo) lo = hi < 0 ? hi - SCHEMA_UNBOUNDED : -SCHEMA_UNBOUNDED;
-    if (!have_hi) hi = lo > 0 ? lo + SCHEMA_UNBOUNDED : SCHEMA_UNBOUNDED;
-    if (lo > hi) return schema_unsupported(c, ptr, "no integer satisfies minimum/maximum");
-    if (lo < -SCHEMA_INT_MAX || hi > SCHEMA_INT_MAX) return schema_unsupported(c, ptr, "integer bound too large");
-    schema_int_range(body, lo, hi);
+    *bounded = have_lo || have_hi;
+    if (!*bounded) return DK_OK;
+    if (!have_lo) *lo = *hi < 0 ? *hi - SCHEMA_UNBOUNDED : -SCHEMA_UNBOUNDED;
+    if (!have_hi) *hi = *lo > 0 ? *lo + SCHEMA_UNBOUNDED : SCHEMA_UNBOUNDED;
+    if (*lo > *hi) return schema_unsupported(c, ptr, "no integer satisfies minimum/maximum");
+    if (*lo < -SCHEMA_INT_MAX || *hi > SCHEMA_INT_MAX) return schema_unsupported(c, ptr, "integer bound too large");
     return DK_OK;
+}
+
+static int schema_gen_integer(schema_conv *c, const json_t *s, const char *ptr, dk_buf *body)
+{
+    long long lo, hi;
+    bool bounded;
+    int rc = schema_int_bounds(c, s, ptr, &lo, &hi, &bounded);
+    if (rc) return rc;
+    if (!bounded) schema_shared_ref(c, body, "integer", SCHEMA_USE_INTEGER);
+    else schema_int_range(body, lo, hi);
+    return DK_OK;
+}
+
+/* A number with bounds: the integers of the range, and decimals I.F (F ending in a non-zero
+ * digit) whose integer part I is non-negative with I and I + 1 inside the integer range, so
+ * that I < I.F < I + 1 holds the bounds. Narrower than the schema (no exponents, no negative
+ * decimals, no decimals below the first integer), never wider. */
+static int schema_gen_bounded_number(schema_conv *c, const json_t *s, const char *ptr, dk_buf *body)
+{
+    long long lo, hi;
+    bool bounded;
+    int rc = schema_int_bounds(c, s, ptr, &lo, &hi, &bounded);
+    if (rc) return rc;
+    long long f_lo = lo > 0 ? lo : 0, f_hi = hi - 1;
+    dk_buf_puts(body, "( ");
+    schema_int_range(body, lo, hi);
+    if (f_lo <= f_hi) {
+        dk_buf_puts(body, " | ( ");
+        schema_int_range(body, f_lo, f_hi);
+        dk_buf_puts(body, " ) \".\" [0-9]{0,15} [1-9]");
+    }
+    return dk_buf_puts(body, " )") < 0 || body->failed ? schema_nomem(c) : DK_OK;
 }
 
 /* ---- strings: formats and patterns ---- */
@@ -1062,7 +1095,7 @@ static int schema_gen_type(schema_conv *c, const json_t *s, const char *type, co
     if (strcmp(type, "number") == 0) {
         if (json_object_get(s, "minimum") || json_object_get(s, "maximum") || json_object_get(s, "exclusiveMinimum") ||
             json_object_get(s, "exclusiveMaximum"))
-            return schema_unsupported(c, ptr, "minimum/maximum on numbers (only on integers)");
+            return schema_gen_bounded_number(c, s, ptr, body);
         schema_shared_ref(c, body, "number", SCHEMA_USE_NUMBER);
         return DK_OK;
     }
