@@ -313,6 +313,9 @@ void sample_chain_reset(sample_chain *chain)
 int32_t sample_chain_sample(sample_chain *chain, const float *logits)
 {
     const sample_params *p = &chain->params;
+    bool penalties = p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+    /* greedy without penalties needs no candidate list: one pass over the logits */
+    if (p->temperature <= 0.0f && !penalties) return sample_argmax(logits, chain->n_vocab);
     sample_cands cands = {chain->cands, 0, false};
     sample_cands_from_logits(&cands, logits, chain->n_vocab);
     sample_penalties(&cands, chain->history, chain->n_history, p->repeat_penalty,
