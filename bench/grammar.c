@@ -17,49 +17,8 @@
 #include <string.h>
 
 #include "base/base.h"
-#include "gguf/gguf.h"
+#include "engine/engine.h"
 #include "sample/sample.h"
-#include "tokenize/tokenize.h"
-
-static sample_vocab *load_vocab(const char *path, bool **is_eog, char *err)
-{
-    gguf_file *f = NULL;
-    tok_vocab *tv = NULL;
-    sample_vocab *v = NULL;
-    dk_buf all = {0};
-    size_t *off = NULL, *lens = NULL;
-    const char **pieces = NULL;
-    bool *eog = NULL;
-    if (gguf_open(&f, path, err) != DK_OK || tok_vocab_load(&tv, f, err) != DK_OK) goto done;
-    size_t n = tok_n_vocab(tv);
-    off = dk_malloc_array(n + 1, sizeof(size_t));
-    lens = dk_malloc_array(n, sizeof(size_t));
-    pieces = dk_malloc_array(n, sizeof(char *));
-    eog = dk_malloc_array(n, sizeof(bool));
-    if (!off || !lens || !pieces || !eog) goto done;
-    for (size_t i = 0; i < n; i++) {
-        off[i] = all.len;
-        enum tok_type t = tok_token_type(tv, (int32_t)i);
-        if (t == TOK_TYPE_NORMAL || t == TOK_TYPE_USER_DEFINED || t == TOK_TYPE_BYTE) tok_piece(tv, (int32_t)i, &all, err);
-        eog[i] = tok_is_eog(tv, (int32_t)i);
-    }
-    off[n] = all.len;
-    for (size_t i = 0; i < n; i++) {
-        pieces[i] = all.data + off[i];
-        lens[i] = off[i + 1] - off[i];
-    }
-    if (!all.failed) sample_vocab_new(&v, n, pieces, lens, eog, err);
-done:
-    dk_buf_free(&all);
-    dk_free(off);
-    dk_free(lens);
-    dk_free(pieces);
-    if (v) *is_eog = eog;
-    else dk_free(eog);
-    tok_vocab_free(tv);
-    gguf_close(f);
-    return v;
-}
 
 static const char *bench_schemas[][2] = {
     {"person", "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":40},"
@@ -88,7 +47,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static int bench_run(const char *label, const sample_grammar *g, const sample_vocab *v, const bool *is_eog,
+static int bench_run(const char *label, const sample_grammar *g, const sample_vocab *v,
                      float temperature, size_t n_steps, uint64_t seed)
 {
     char err[DK_ERRLEN];
@@ -126,7 +85,7 @@ static int bench_run(const char *label, const sample_grammar *g, const sample_vo
         st.sum_us += us;
         st.plain_sum_us += (double)(t1 - t0) / 1000.0;
         if (us > st.worst_us) st.worst_us = us;
-        if (sample_matcher_finished(m) || is_eog[tok]) { /* a whole sentence: start the next one */
+        if (sample_matcher_finished(m) || sample_vocab_is_eog(v, tok)) { /* a whole sentence: start the next one */
             st.n_finished++;
             sample_matcher_reset(m);
         }
@@ -159,11 +118,20 @@ int main(int argc, char **argv)
     if (n_steps == 0) n_steps = 1;
     char err[DK_ERRLEN], path[1024];
     snprintf(path, sizeof path, "%s/tokenizer/ggml-vocab-qwen2.gguf", dk_getenv_or("DUCKLING_KIT", "../shared/kit"));
-    uint64_t t0 = dk_now_ns();
-    bool *is_eog = NULL;
-    sample_vocab *v = load_vocab(path, &is_eog, err);
-    if (!v) {
+    /* the vocabulary as generation prepares it: the file loaded vocab-only, engine_sample_vocab */
+    engine_load_params lp;
+    engine_load_params_default(&lp);
+    lp.vocab_only = true;
+    engine_model *model = NULL;
+    const sample_vocab *v = NULL;
+    if (engine_model_load(&model, path, &lp, err) != DK_OK) {
         fprintf(stderr, "%s: %s\n", path, err);
+        return 1;
+    }
+    uint64_t t0 = dk_now_ns();
+    if (engine_sample_vocab(model, &v, err) != DK_OK) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        engine_model_free(model);
         return 1;
     }
     printf("vocabulary %s: %zu tokens, trie built in %.1f ms\n", path, sample_vocab_n(v), (double)(dk_now_ns() - t0) / 1e6);
@@ -191,13 +159,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: %s\n", label, err);
             failed = 1;
         } else {
-            failed |= bench_run(label, g, v, is_eog, 0.0f, n_steps, seed) != DK_OK;
-            failed |= bench_run(label, g, v, is_eog, 0.8f, n_steps, seed) != DK_OK;
+            failed |= bench_run(label, g, v, 0.0f, n_steps, seed) != DK_OK;
+            failed |= bench_run(label, g, v, 0.8f, n_steps, seed) != DK_OK;
         }
         sample_grammar_free(g);
         dk_buf_free(&gbnf);
     }
-    sample_vocab_free(v);
-    dk_free(is_eog);
+    engine_model_free(model);
     return failed;
 }

@@ -10,9 +10,8 @@
 #include <stdlib.h>
 
 #include "base/base.h"
-#include "gguf/gguf.h"
+#include "kit_vocab.h"
 #include "sample/sample.h"
-#include "tokenize/tokenize.h"
 
 #define QWEN_VOCAB "tokenizer/ggml-vocab-qwen2.gguf"
 #define STORIES "forward/stories260K/stories260K.F32.gguf"
@@ -36,49 +35,6 @@ static sample_vocab *byte_vocab(void)
     sample_vocab *v = NULL;
     char err[DK_ERRLEN];
     if (sample_vocab_new(&v, 257, pieces, lens, eog, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", err);
-    return v;
-}
-
-/* The vocabulary of a kit GGUF file, pieces as the tokenizer emits them. */
-static sample_vocab *kit_vocab(const char *relative)
-{
-    char path[512], err[DK_ERRLEN];
-    test_kit_file(path, sizeof path, relative);
-    gguf_file *f = NULL;
-    tok_vocab *tv = NULL;
-    sample_vocab *v = NULL;
-    if (gguf_open(&f, path, err) != DK_OK || tok_vocab_load(&tv, f, err) != DK_OK) {
-        test_fail_at(__FILE__, __LINE__, "%s: %s", path, err);
-        goto done;
-    }
-    size_t n = tok_n_vocab(tv);
-    dk_buf all = {0};
-    size_t *off = dk_malloc_array(n + 1, sizeof(size_t));
-    const char **pieces = dk_malloc_array(n, sizeof(char *));
-    size_t *lens = dk_malloc_array(n, sizeof(size_t));
-    bool *eog = dk_malloc_array(n, sizeof(bool));
-    if (!off || !pieces || !lens || !eog) goto free_arrays;
-    for (size_t i = 0; i < n; i++) {
-        off[i] = all.len;
-        enum tok_type t = tok_token_type(tv, (int32_t)i);
-        if (t == TOK_TYPE_NORMAL || t == TOK_TYPE_USER_DEFINED || t == TOK_TYPE_BYTE) tok_piece(tv, (int32_t)i, &all, err);
-        eog[i] = tok_is_eog(tv, (int32_t)i);
-    }
-    off[n] = all.len;
-    for (size_t i = 0; i < n; i++) {
-        pieces[i] = all.data + off[i];
-        lens[i] = off[i + 1] - off[i];
-    }
-    if (all.failed || sample_vocab_new(&v, n, pieces, lens, eog, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "vocab: %s", err);
-free_arrays:
-    dk_buf_free(&all);
-    dk_free(off);
-    dk_free(pieces);
-    dk_free(lens);
-    dk_free(eog);
-done:
-    tok_vocab_free(tv);
-    gguf_close(f);
     return v;
 }
 
@@ -270,7 +226,7 @@ static long check_mask(sample_matcher *m, size_t n_vocab, float *logits)
     return n_bad ? -1 : n_allowed;
 }
 
-static void masks_along_walks(sample_vocab *v, const char *gbnf, int n_walks, int n_steps)
+static void masks_along_walks(const sample_vocab *v, const char *gbnf, int n_walks, int n_steps)
 {
     sample_grammar *g = parse_ok(gbnf);
     size_t n = v ? sample_vocab_n(v) : 0;
@@ -328,23 +284,25 @@ static const char arith_gbnf[] =
 
 TEST(grammar, masks_match_per_token_check_qwen)
 {
-    sample_vocab *v = kit_vocab(QWEN_VOCAB);
+    engine_model *model;
+    const sample_vocab *v = kit_sample_vocab(QWEN_VOCAB, &model);
     REQUIRE(v != NULL);
     CHECK_EQ_INT(sample_vocab_n(v), 151936);
     masks_along_walks(v, sample_gbnf_json(), 3, 12);
     masks_along_walks(v, arith_gbnf, 2, 12);
     masks_along_walks(v, "root ::= [\\u4e00-\\u9fff]{2,6} \"。\"", 2, 8);
-    sample_vocab_free(v);
+    engine_model_free(model);
 }
 
 TEST(grammar, masks_match_per_token_check_stories)
 {
-    sample_vocab *v = kit_vocab(STORIES);
+    engine_model *model;
+    const sample_vocab *v = kit_sample_vocab(STORIES, &model);
     REQUIRE(v != NULL);
     masks_along_walks(v, sample_gbnf_json(), 6, 40);
     masks_along_walks(v, arith_gbnf, 6, 40);
     masks_along_walks(v, "root ::= (\"Once\" | \"Lily\") \" \" [a-z ]{1,30} \".\"", 6, 40);
-    sample_vocab_free(v);
+    engine_model_free(model);
 }
 
 /* Greedy: the best allowed token, whatever the logits; the shortcut over the first

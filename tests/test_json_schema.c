@@ -13,30 +13,25 @@
 #include <stdlib.h>
 
 #include "base/base.h"
-#include "gguf/gguf.h"
 #include "json_validate.h"
+#include "kit_vocab.h"
 #include "sample/sample.h"
-#include "tokenize/tokenize.h"
 
 #define QWEN_VOCAB "tokenizer/ggml-vocab-qwen2.gguf"
 #define STORIES "forward/stories260K/stories260K.F32.gguf"
 #define SCHEMA_DIR "tests/data/schemas"
 
+/* A kit vocabulary (as generation prepares it) and a logit bias per token. */
 typedef struct test_vocab {
-    sample_vocab *v;
+    engine_model *model; /* owns v */
+    const sample_vocab *v;
     size_t n;
-    dk_buf bytes;  /* all pieces */
-    size_t *off;   /* (n + 1) */
-    bool *is_eog;  /* (n) */
-    float *bias;   /* (n) a nudge towards closing strings and containers, so walks finish */
+    float *bias;  /* (n) a nudge towards closing strings and containers, so walks finish */
 } test_vocab;
 
 static void test_vocab_free(test_vocab *tv)
 {
-    sample_vocab_free(tv->v);
-    dk_buf_free(&tv->bytes);
-    dk_free(tv->off);
-    dk_free(tv->is_eog);
+    engine_model_free(tv->model);
     dk_free(tv->bias);
     memset(tv, 0, sizeof *tv);
 }
@@ -44,49 +39,23 @@ static void test_vocab_free(test_vocab *tv)
 static bool test_vocab_load(test_vocab *tv, const char *relative)
 {
     memset(tv, 0, sizeof *tv);
-    char path[512], err[DK_ERRLEN];
-    test_kit_file(path, sizeof path, relative);
-    gguf_file *f = NULL;
-    tok_vocab *tok = NULL;
-    const char **pieces = NULL;
-    size_t *lens = NULL;
-    bool ok = false;
-    if (gguf_open(&f, path, err) != DK_OK || tok_vocab_load(&tok, f, err) != DK_OK) {
-        test_fail_at(__FILE__, __LINE__, "%s: %s", path, err);
-        goto done;
-    }
-    tv->n = tok_n_vocab(tok);
-    tv->off = dk_malloc_array(tv->n + 1, sizeof(size_t));
-    tv->is_eog = dk_calloc(tv->n, sizeof(bool));
+    tv->v = kit_sample_vocab(relative, &tv->model);
+    if (!tv->v) return false;
+    tv->n = sample_vocab_n(tv->v);
     tv->bias = dk_calloc(tv->n, sizeof(float));
-    pieces = dk_malloc_array(tv->n, sizeof(char *));
-    lens = dk_malloc_array(tv->n, sizeof(size_t));
-    if (!tv->off || !tv->is_eog || !tv->bias || !pieces || !lens) goto done;
-    for (size_t i = 0; i < tv->n; i++) {
-        tv->off[i] = tv->bytes.len;
-        enum tok_type t = tok_token_type(tok, (int32_t)i);
-        if (t == TOK_TYPE_NORMAL || t == TOK_TYPE_USER_DEFINED || t == TOK_TYPE_BYTE) tok_piece(tok, (int32_t)i, &tv->bytes, err);
-        tv->is_eog[i] = tok_is_eog(tok, (int32_t)i);
+    if (!tv->bias) {
+        test_fail_at(__FILE__, __LINE__, "out of memory");
+        test_vocab_free(tv);
+        return false;
     }
-    tv->off[tv->n] = tv->bytes.len;
     for (size_t i = 0; i < tv->n; i++) {
-        pieces[i] = tv->bytes.data + tv->off[i];
-        lens[i] = tv->off[i + 1] - tv->off[i];
-        for (size_t k = 0; k < lens[i]; k++) {
-            char c = pieces[i][k];
-            if (c == '"' || c == '}' || c == ']' || c == ',') tv->bias[i] = 3.0f;
-        }
-        if (tv->is_eog[i]) tv->bias[i] = 3.0f;
+        size_t len;
+        const char *piece = sample_vocab_piece(tv->v, (int32_t)i, &len);
+        for (size_t k = 0; k < len; k++)
+            if (piece[k] == '"' || piece[k] == '}' || piece[k] == ']' || piece[k] == ',') tv->bias[i] = 3.0f;
+        if (sample_vocab_is_eog(tv->v, (int32_t)i)) tv->bias[i] = 3.0f;
     }
-    ok = !tv->bytes.failed && sample_vocab_new(&tv->v, tv->n, pieces, lens, tv->is_eog, err) == DK_OK;
-    if (!ok) test_fail_at(__FILE__, __LINE__, "vocab: %s", err);
-done:
-    dk_free(pieces);
-    dk_free(lens);
-    tok_vocab_free(tok);
-    gguf_close(f);
-    if (!ok) test_vocab_free(tv);
-    return ok;
+    return true;
 }
 
 static char *schema_gbnf(const json_t *schema, char *err)
@@ -393,11 +362,13 @@ static void walk_one(const corpus_entry *c, const test_vocab *tv, sample_matcher
             break;
         }
         sample_chain_accept(chain, tok);
-        if (tv->is_eog[tok]) {
+        if (sample_vocab_is_eog(tv->v, tok)) {
             finished = true;
             break;
         }
-        dk_buf_append(&text, tv->bytes.data + tv->off[tok], tv->off[tok + 1] - tv->off[tok]);
+        size_t len;
+        const char *piece = sample_vocab_piece(tv->v, tok, &len);
+        dk_buf_append(&text, piece, len);
     }
     st->n_runs++;
     if (!finished) {

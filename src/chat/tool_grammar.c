@@ -24,21 +24,6 @@ const char *chat_format_call_marker(enum chat_format format)
     return NULL;
 }
 
-/* Appends text as the body of a GBNF string literal. */
-static void gbnf_escape(dk_buf *out, const char *text)
-{
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            dk_buf_putc(out, '\\');
-            dk_buf_putc(out, (char)*p);
-        } else if (*p == '\n') dk_buf_puts(out, "\\n");
-        else if (*p == '\r') dk_buf_puts(out, "\\r");
-        else if (*p == '\t') dk_buf_puts(out, "\\t");
-        else if (*p < 0x20 || *p == 0x7f) dk_buf_printf(out, "\\x%02X", *p);
-        else dk_buf_putc(out, (char)*p);
-    }
-}
-
 /* The key each format puts the arguments under. */
 static const char *arguments_key(enum chat_format format)
 {
@@ -68,9 +53,9 @@ static int append_tool_rules(enum chat_format format, const json_t *fn, size_t i
     if (rc != DK_OK) return dk_fail(err, rc, "tool %s: parameters: %s", name, why);
     char *quoted = json_dumps(json_object_get(fn, "name"), JSON_ENCODE_ANY);
     if (!quoted) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
-    dk_buf_printf(out, "tool%zu ::= \"{\" tc-sp \"\\\"name\\\"\" tc-sp \":\" tc-sp \"", i);
-    gbnf_escape(out, quoted);
-    dk_buf_printf(out, "\" tc-sp \",\" tc-sp \"\\\"%s\\\"\" tc-sp \":\" tc-sp tool%zu-args tc-sp \"}\"\n",
+    dk_buf_printf(out, "tool%zu ::= \"{\" tc-sp \"\\\"name\\\"\" tc-sp \":\" tc-sp ", i);
+    sample_gbnf_literal(out, quoted, strlen(quoted));
+    dk_buf_printf(out, " tc-sp \",\" tc-sp \"\\\"%s\\\"\" tc-sp \":\" tc-sp tool%zu-args tc-sp \"}\"\n",
                   arguments_key(format), i);
     free(quoted);
     return out->failed ? dk_fail(err, DK_ERR_NOMEM, "out of memory") : DK_OK;

@@ -369,7 +369,7 @@ typedef struct gen_control {
     int32_t think_close;     /* the </think> token, or -1 */
     long n_reasoning;        /* tokens generated inside the reasoning section */
     long max_reasoning;      /* engine_generate_params.max_reasoning_tokens */
-    int32_t *eog;            /* (n_eog) end-of-generation tokens, barred while reasoning */
+    const int32_t *eog;      /* (n_eog) end-of-generation tokens, barred while reasoning; the vocab's */
     size_t n_eog;
     float *logits;           /* (n_vocab) scratch copy when tokens are barred; NULL otherwise */
     dk_buf tail;             /* the reasoning's last bytes, to find "</think>" across tokens */
@@ -380,7 +380,6 @@ static const char think_close[] = "</think>";
 static void gen_control_free(gen_control *c)
 {
     sample_matcher_free(c->matcher);
-    dk_free(c->eog);
     dk_free(c->logits);
     dk_buf_free(&c->tail);
 }
@@ -406,11 +405,7 @@ static int gen_control_init(gen_control *c, engine_model *model, const engine_ge
         return DK_OK;
     }
     if (!reasoning) return DK_OK;
-    for (size_t i = 0; i < model->n_vocab; i++) c->n_eog += tok_is_eog(model->vocab, (int32_t)i);
-    c->eog = dk_malloc_array(c->n_eog ? c->n_eog : 1, sizeof(int32_t));
-    if (!c->eog) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
-    for (size_t i = 0, k = 0; i < model->n_vocab; i++)
-        if (tok_is_eog(model->vocab, (int32_t)i)) c->eog[k++] = (int32_t)i;
+    c->eog = sample_vocab_eog(vocab, &c->n_eog);
     c->think_open = engine_token_find(model, "<think>");
     c->think_close = engine_token_find(model, think_close);
     c->max_reasoning = p->max_reasoning_tokens;

@@ -177,6 +177,24 @@ void sample_vocab_free(sample_vocab *vocab)
 
 size_t sample_vocab_n(const sample_vocab *vocab) { return vocab->n_vocab; }
 
+const char *sample_vocab_piece(const sample_vocab *vocab, int32_t id, size_t *n_bytes)
+{
+    if (id < 0 || (size_t)id >= vocab->n_vocab) return NULL;
+    *n_bytes = vocab->piece_off[id + 1] - vocab->piece_off[id];
+    return vocab->bytes + vocab->piece_off[id];
+}
+
+bool sample_vocab_is_eog(const sample_vocab *vocab, int32_t id)
+{
+    return id >= 0 && (size_t)id < vocab->n_vocab && vocab->is_eog[id];
+}
+
+const int32_t *sample_vocab_eog(const sample_vocab *vocab, size_t *n)
+{
+    *n = vocab->n_eog;
+    return vocab->eog;
+}
+
 /* ---- matcher state ---- */
 
 #define GM_EMPTY 0 /* node id of the empty stack */

@@ -95,8 +95,7 @@ static void schema_ptr(char *dst, size_t size, const char *parent, const char *k
     dk_buf_free(&b);
 }
 
-/* Appends s[0..n) as a GBNF literal "...". */
-static void schema_literal(dk_buf *b, const char *s, size_t n)
+void sample_gbnf_literal(dk_buf *b, const char *s, size_t n)
 {
     dk_buf_putc(b, '"');
     for (size_t i = 0; i < n; i++) {
@@ -117,7 +116,7 @@ static int schema_literal_json(schema_conv *c, dk_buf *b, const json_t *v)
 {
     char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text) return schema_nomem(c);
-    schema_literal(b, text, strlen(text));
+    sample_gbnf_literal(b, text, strlen(text));
     free(text); /* jansson's allocator, not ours */
     return DK_OK;
 }
@@ -930,7 +929,7 @@ static int schema_gen_object(schema_conv *c, const json_t *s, const char *ptr, d
             goto done;
         }
         dk_buf_clear(&tmp);
-        schema_literal(&tmp, kt, strlen(kt));
+        sample_gbnf_literal(&tmp, kt, strlen(kt));
         free(kt);
         dk_buf_putc(&tmp, ' ');
         schema_shared_ref(c, &tmp, "ws", 0);

@@ -135,6 +135,10 @@ void sample_grammar_free(sample_grammar *grammar); /* NULL is fine */
  * `format: "json"` promise. A static string. */
 const char *sample_gbnf_json(void);
 
+/* Appends s[0..n) to b as one GBNF string literal, quotes included (escaping quotes,
+ * backslashes and control characters); failures show in b->failed. */
+void sample_gbnf_literal(dk_buf *b, const char *s, size_t n);
+
 /* Appends GBNF rules that accept exactly the JSON texts valid under a JSON schema: type
  * (string/number/integer/boolean/null/object/array, or a list of them), properties, required,
  * additionalProperties, enum, const, items/prefixItems, minItems/maxItems, minimum/maximum
@@ -156,6 +160,12 @@ int sample_vocab_new(sample_vocab **out, size_t n_vocab, const char *const *piec
                      const size_t *piece_bytes, const bool *is_eog, char *err);
 void sample_vocab_free(sample_vocab *vocab); /* NULL is fine */
 size_t sample_vocab_n(const sample_vocab *vocab);
+/* The bytes token id emits (*n_bytes of them, not NUL-terminated), owned by the vocab; NULL
+ * for an id out of range. */
+const char *sample_vocab_piece(const sample_vocab *vocab, int32_t id, size_t *n_bytes);
+bool sample_vocab_is_eog(const sample_vocab *vocab, int32_t id);
+/* The end-of-generation tokens, *n ids in ascending order, owned by the vocab. */
+const int32_t *sample_vocab_eog(const sample_vocab *vocab, size_t *n);
 
 /* The state of one generation under a grammar. grammar and vocab are borrowed and must
  * outlive the matcher. The matcher caches token masks by parser state, so the cost of a
