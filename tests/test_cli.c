@@ -547,9 +547,9 @@ static const char *qwen_vocab_model(void)
 
 static const char *write_tmp(const char *name, const char *text)
 {
-    static char paths[4][512];
+    static char paths[8][512]; /* a test may hold this many at once */
     static int k;
-    char *p = paths[k++ % 4], e[DK_ERRLEN];
+    char *p = paths[k++ % 8], e[DK_ERRLEN];
     snprintf(p, 512, "%s/%s", test_tmpdir(), name);
     if (dk_file_write(p, text, strlen(text), e) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", e);
     return p;
@@ -656,5 +656,76 @@ TEST(cli, run_structured_bad_input)
     const char *a5[] = {"run", model, "hi", "--format", "{\"type\":\"nonsense\"}", NULL};
     const char *a6[] = {"run", model, "hi", "--format", "[1,2]", NULL};
     const char *const *all[] = {a1, a2, a3, a4, a5, a6};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
+}
+
+/* ---- render ---- */
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+TEST(cli, render_prints_the_template_output)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    const char *msgs = write_tmp("render-msgs.json",
+                                 "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Hi \\u2713\"}]");
+    /* stories260K has no template: the built-in ChatML */
+    const char *a1[] = {"render", model, msgs, NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, NULL, a1) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_STR(r.out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi \xe2\x9c\x93<|im_end|>\n"
+                        "<|im_start|>assistant\n");
+    proc_free(&r);
+    /* the real Qwen3 template of the kit's vocabulary, with its thinking switch */
+    const char *qwen = qwen_vocab_model();
+    REQUIRE(qwen);
+    const char *a2[] = {"render", qwen, msgs, "--var", "enable_thinking=false", NULL};
+    REQUIRE(spawn(&r, NULL, a2) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_MSG(ends_with(r.out, "<|im_start|>assistant\n<think>\n\n</think>\n\n"), "got %s", r.out);
+    CHECK_MSG(strstr(r.out, "<|im_start|>system\nBe brief.<|im_end|>\n") == r.out, "got %s", r.out);
+    proc_free(&r);
+    const char *a3[] = {"render", qwen, msgs, "--no-generation-prompt", NULL};
+    REQUIRE(spawn(&r, NULL, a3) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_MSG(ends_with(r.out, "Hi \xe2\x9c\x93<|im_end|>\n"), "got %s", r.out);
+    proc_free(&r);
+}
+
+TEST(cli, render_bad_input_fails_cleanly)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    const char *msgs = write_tmp("render-ok.json", "[{\"role\":\"user\",\"content\":\"hi\"}]");
+    const char *bad_tmpl = write_tmp("render-bad.jinja", "{% if x %}\nno end");
+    const char *raising = write_tmp("render-raise.jinja", "{{ raise_exception('no system role') }}");
+    const char *bad_json = write_tmp("render-bad.json", "[{\"role\":");
+    proc_result r;
+    const char *a1[] = {"render", "--template", bad_tmpl, msgs, NULL};
+    REQUIRE(spawn(&r, NULL, a1) == 0);
+    CHECK_EQ_INT(r.status, 1);
+    CHECK_MSG(strstr(r.err, "line 2, column") != NULL, "%s", r.err);
+    proc_free(&r);
+    const char *a2[] = {"render", "--template", raising, msgs, NULL};
+    REQUIRE(spawn(&r, NULL, a2) == 0);
+    CHECK_EQ_INT(r.status, 1);
+    CHECK_MSG(strstr(r.err, "no system role") != NULL, "%s", r.err);
+    CHECK_EQ_INT(r.n_out, 0);
+    proc_free(&r);
+    const char *a3[] = {"render", model, bad_json, NULL};
+    const char *a4[] = {"render", model, write_tmp("render-obj.json", "{\"messages\": 3}"), NULL};
+    const char *a5[] = {"render", model, msgs, "--var", "novalue", NULL};
+    const char *a6[] = {"render", model, msgs, "--var", "x={", NULL};
+    const char *a7[] = {"render", "/nonexistent/model.gguf", msgs, NULL};
+    const char *a8[] = {"render", model, NULL};
+    const char *a9[] = {"render", "--template", bad_tmpl, "--config", msgs, msgs, NULL};
+    const char *const *all[] = {a1, a2, a3, a4, a5, a6, a7, a8, a9};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
 }

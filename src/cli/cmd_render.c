@@ -23,7 +23,6 @@
 #include <jansson.h>
 
 #include "chat/chat.h"
-#include "gguf/gguf.h"
 
 #define CMD "render"
 #define RENDER_MAX_FILE_BYTES ((size_t)256 << 20)
@@ -124,40 +123,30 @@ static int config_template(const json_t *cfg, bool have_tools, const char **out)
     return cli_error(CMD, "the config has no chat_template");
 }
 
-/* The text of token id `key` (tokenizer.ggml.bos_token_id, ...) of a GGUF vocabulary. */
-static char *gguf_token_text(const gguf_file *f, const char *key)
-{
-    uint32_t id;
-    gguf_str s;
-    if (gguf_get_u32(f, key, &id) != DK_OK) {
-        int32_t i32;
-        if (gguf_get_i32(f, key, &i32) != DK_OK || i32 < 0) return NULL;
-        id = (uint32_t)i32;
-    }
-    if (gguf_get_arr_str(f, "tokenizer.ggml.tokens", id, &s) != DK_OK) return NULL;
-    return dk_strndup(s.ptr, s.len);
-}
-
+/* What the prompt is rendered with. From a model, the template and the BOS/EOS texts are the
+ * engine's own (those `run` uses), borrowed from the model; otherwise parsed here. */
 typedef struct render_source {
-    char *text;            /* owned copy of the template */
-    char *bos, *eos;       /* owned */
+    engine_model *model;        /* owned; set for a MODEL argument */
+    chat_template *parsed;      /* owned; set for --template / --config */
+    const chat_template *tmpl;  /* the one to render */
+    char *bos, *eos;            /* owned (--config) */
     json_t *config;
 } render_source;
 
 static int source_from_model(const render_opts *o, render_source *src)
 {
-    engine_model *model = NULL;
-    if (cli_load_model(CMD, o->model, true, 1, true, &model)) return 1;
-    const char *t = engine_chat_template(model);
-    src->text = dk_strdup(t ? t : chat_template_chatml());
-    engine_model_free(model);
-    if (!src->text) return cli_error(CMD, "out of memory");
-    gguf_file *f = NULL;
     char err[DK_ERRLEN];
-    if (gguf_open(&f, o->model, err) != DK_OK) return cli_error(CMD, "%s", err);
-    src->bos = gguf_token_text(f, "tokenizer.ggml.bos_token_id");
-    src->eos = gguf_token_text(f, "tokenizer.ggml.eos_token_id");
-    gguf_close(f);
+    if (cli_load_model(CMD, o->model, true, 1, true, &src->model)) return 1;
+    if (engine_chat_template_get(src->model, &src->tmpl, err) != DK_OK) return cli_error(CMD, "%s", err);
+    return 0;
+}
+
+/* Parses a template text read from a file or a config. */
+static int source_parse(render_source *src, const char *text)
+{
+    char err[DK_ERRLEN];
+    if (chat_template_parse(&src->parsed, text, strlen(text), err) != DK_OK) return cli_error(CMD, "template: %s", err);
+    src->tmpl = src->parsed;
     return 0;
 }
 
@@ -165,20 +154,22 @@ static int load_source(const render_opts *o, bool have_tools, render_source *src
 {
     if (o->model) return source_from_model(o, src);
     if (o->template_file) {
-        char err[DK_ERRLEN];
+        char err[DK_ERRLEN], *text = NULL;
         size_t n;
-        if (dk_file_read(o->template_file, RENDER_MAX_FILE_BYTES, &src->text, &n, err) != DK_OK) return cli_error(CMD, "%s", err);
-        if (strlen(src->text) != n) return cli_error(CMD, "%s: the template contains a NUL byte", o->template_file);
-        return 0;
+        if (dk_file_read(o->template_file, RENDER_MAX_FILE_BYTES, &text, &n, err) != DK_OK) return cli_error(CMD, "%s", err);
+        int rc = strlen(text) != n ? cli_error(CMD, "%s: the template contains a NUL byte", o->template_file)
+                                   : source_parse(src, text);
+        dk_free(text);
+        return rc;
     }
     if (!(src->config = load_json(o->config, "config", JSON_DECODE_INT_AS_REAL))) return 1;
     const char *t;
     if (config_template(src->config, have_tools, &t)) return 1;
     const char *bos = config_token(src->config, "bos_token"), *eos = config_token(src->config, "eos_token");
-    src->text = dk_strdup(t);
     src->bos = bos ? dk_strdup(bos) : NULL;
     src->eos = eos ? dk_strdup(eos) : NULL;
-    return src->text ? 0 : cli_error(CMD, "out of memory");
+    if ((bos && !src->bos) || (eos && !src->eos)) return cli_error(CMD, "out of memory");
+    return source_parse(src, t);
 }
 
 /* Splits MESSAGES.json into messages, tools, add_generation_prompt and extra variables. */
@@ -217,7 +208,6 @@ int cli_render(int argc, char **argv)
     render_opts o = {0};
     render_source src = {0};
     json_t *messages = NULL, *tools = NULL, *extra = json_object();
-    chat_template *tmpl = NULL;
     dk_buf out = {0};
     int status = 1;
     bool gen;
@@ -229,19 +219,15 @@ int cli_render(int argc, char **argv)
         load_source(&o, tools != NULL, &src))
         goto done;
     char err[DK_ERRLEN];
-    if (chat_template_parse(&tmpl, src.text, strlen(src.text), err) != DK_OK) {
-        cli_error(CMD, "template: %s", err);
-        goto done;
-    }
     chat_render_params p = {
         .messages = messages,
         .tools = tools,
         .add_generation_prompt = gen,
-        .bos_token = o.bos ? o.bos : src.bos,
-        .eos_token = o.eos ? o.eos : src.eos,
+        .bos_token = o.bos ? o.bos : src.model ? engine_bos_text(src.model) : src.bos,
+        .eos_token = o.eos ? o.eos : src.model ? engine_eos_text(src.model) : src.eos,
         .extra = extra,
     };
-    if (chat_template_render(tmpl, &p, &out, err) != DK_OK) {
+    if (chat_template_render(src.tmpl, &p, &out, err) != DK_OK) {
         cli_error(CMD, "%s", err);
         goto done;
     }
@@ -252,8 +238,8 @@ int cli_render(int argc, char **argv)
     status = fflush(stdout) == 0 ? 0 : cli_error(CMD, "cannot write the output");
 done:
     dk_buf_free(&out);
-    chat_template_free(tmpl);
-    dk_free(src.text);
+    chat_template_free(src.parsed);
+    engine_model_free(src.model);
     dk_free(src.bos);
     dk_free(src.eos);
     json_decref(src.config);
