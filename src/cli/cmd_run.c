@@ -96,11 +96,7 @@ static int run_raw_turn(run_opts *o, engine_model *model, engine_session *sessio
     engine_generate_params gen = o->gen;
     int rc = engine_tokenize(model, user, strlen(user), engine_session_n_past(session) == 0, false, &tokens, &n_tokens, err);
     if (rc == DK_OK && o->format) {
-        dk_buf gbnf = {0};
-        if (json_is_string(o->format)) rc = dk_buf_puts(&gbnf, sample_gbnf_json()) ? DK_ERR_NOMEM : DK_OK;
-        else rc = sample_json_schema_to_gbnf(o->format, "root", &gbnf, err);
-        if (rc == DK_OK) rc = sample_grammar_parse(&grammar, gbnf.data, gbnf.len, "root", err);
-        dk_buf_free(&gbnf);
+        rc = engine_format_grammar(o->format, &grammar, err);
         gen.grammar = grammar;
     }
     if (rc == DK_OK) rc = engine_generate(session, tokens, n_tokens, &gen, t, err);

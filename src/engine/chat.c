@@ -124,6 +124,38 @@ static bool ends_with_think_open(const dk_buf *prompt)
     return n >= 7 && memcmp(prompt->data + n - 7, "<think>", 7) == 0;
 }
 
+/* Appends the GBNF of a format ("json" or a JSON schema object) with start rule `name`. */
+static int format_gbnf(const json_t *format, const char *name, dk_buf *out, char *err)
+{
+    if (json_is_string(format) && strcmp(json_string_value(format), "json") != 0)
+        return dk_fail(err, DK_ERR_ARG, "format must be \"json\" or a JSON schema, not \"%s\"", json_string_value(format));
+    if (!json_is_string(format) && !json_is_object(format))
+        return dk_fail(err, DK_ERR_ARG, "format must be \"json\" or a JSON schema object");
+    bool json_mode = json_is_string(format);
+    if (json_mode && strcmp(name, "root") == 0)
+        return dk_buf_puts(out, sample_gbnf_json()) == 0 ? DK_OK : dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    /* JSON mode under another rule name: the schema of any object (sample_gbnf_json's rule
+     * names are fixed) */
+    json_t *any = json_mode ? json_pack("{s:s}", "type", "object") : NULL;
+    if (json_mode && !any) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    char why[DK_ERRLEN];
+    int rc = sample_json_schema_to_gbnf(json_mode ? any : format, name, out, why);
+    json_decref(any);
+    return rc == DK_OK ? DK_OK : dk_fail(err, rc, "format: %s", why);
+}
+
+int engine_format_grammar(const json_t *format, sample_grammar **out, char *err)
+{
+    *out = NULL;
+    dk_buf gbnf = {0};
+    char why[DK_ERRLEN];
+    int rc = format_gbnf(format, "root", &gbnf, err);
+    if (rc == DK_OK && (rc = sample_grammar_parse(out, gbnf.data, gbnf.len, "root", why)) != DK_OK)
+        rc = dk_fail(err, rc, "grammar: %s", why);
+    dk_buf_free(&gbnf);
+    return rc;
+}
+
 /* The grammar of format and tool_choice, as GBNF text in out (empty: none), and how it
  * applies (lazy on the call marker for tool_choice auto). */
 static int turn_grammar_text(engine_model *m, const engine_chat_params *p, dk_buf *out, bool *lazy, int32_t *trigger,
@@ -140,10 +172,6 @@ static int turn_grammar_text(engine_model *m, const engine_chat_params *p, dk_bu
     if (!tools && (p->tool_choice == ENGINE_TOOL_REQUIRED || p->tool_choice == ENGINE_TOOL_NAMED))
         return dk_fail(err, DK_ERR_ARG, "tool_choice requires a call but no tools were given");
     bool with_format = p->format && !json_is_null(p->format);
-    if (with_format && json_is_string(p->format) && strcmp(json_string_value(p->format), "json") != 0)
-        return dk_fail(err, DK_ERR_ARG, "format must be \"json\" or a JSON schema, not \"%s\"", json_string_value(p->format));
-    if (with_format && !json_is_string(p->format) && !json_is_object(p->format))
-        return dk_fail(err, DK_ERR_ARG, "format must be \"json\" or a JSON schema object");
     bool auto_tools = tools && p->tool_choice == ENGINE_TOOL_AUTO;
     if (!with_format) {
         const char *marker = chat_format_call_marker(fmt);
@@ -153,20 +181,10 @@ static int turn_grammar_text(engine_model *m, const engine_chat_params *p, dk_bu
         *trigger = id;
         return chat_tool_grammar(fmt, p->tools, NULL, p->parallel_tool_calls, "root", out, err);
     }
-    json_t *any = NULL;
-    const json_t *schema = p->format;
-    if (json_is_string(schema)) {
-        if (!auto_tools) return dk_buf_puts(out, sample_gbnf_json()) == 0 ? DK_OK : dk_fail(err, DK_ERR_NOMEM, "out of memory");
-        schema = any = json_pack("{s:s}", "type", "object");
-        if (!any) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
-    }
-    char why[DK_ERRLEN];
-    int rc = sample_json_schema_to_gbnf(schema, auto_tools ? "fmt-root" : "root", out, why);
-    json_decref(any);
-    if (rc != DK_OK) return dk_fail(err, rc, "format: %s", why);
-    if (!auto_tools) return DK_OK;
+    if (!auto_tools) return format_gbnf(p->format, "root", out, err);
     /* the model either calls a tool or answers in the format */
-    rc = chat_tool_grammar(fmt, p->tools, NULL, p->parallel_tool_calls, "tc-root", out, err);
+    int rc = format_gbnf(p->format, "fmt-root", out, err);
+    if (rc == DK_OK) rc = chat_tool_grammar(fmt, p->tools, NULL, p->parallel_tool_calls, "tc-root", out, err);
     if (rc == DK_OK && dk_buf_puts(out, "root ::= tc-root | fmt-root\n") != 0) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
     return rc;
 }

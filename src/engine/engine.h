@@ -216,6 +216,12 @@ typedef struct engine_chat_result {
 int engine_chat(engine_session *session, const engine_chat_params *params, engine_chat_result *result, char *err);
 void engine_chat_result_free(engine_chat_result *result);
 
+/* The grammar of a `format` as engine_chat understands it ("json": JSON mode; an object: a
+ * JSON schema), for generation without a chat (engine_generate_params.grammar). The caller
+ * frees *out with sample_grammar_free. Errors: DK_ERR_ARG for another value, the schema
+ * converter's errors. */
+int engine_format_grammar(const json_t *format, sample_grammar **out, char *err);
+
 /* The chat-template parts of a model: its parsed template (the built-in ChatML when the file
  * has none), the texts of its BOS and EOS tokens ("" when none) and its tool-call format.
  * Built on first use (thread-safe), owned by the model. */
