@@ -655,7 +655,9 @@ TEST(cli, run_structured_bad_input)
     const char *a4[] = {"run", model, "hi", "--tools", not_array, NULL};
     const char *a5[] = {"run", model, "hi", "--format", "{\"type\":\"nonsense\"}", NULL};
     const char *a6[] = {"run", model, "hi", "--format", "[1,2]", NULL};
-    const char *const *all[] = {a1, a2, a3, a4, a5, a6};
+    const char *a7[] = {"run", model, "bad \xff\xfe bytes", NULL};             /* JSON cannot hold it */
+    const char *a8[] = {"run", model, "hi", "--system", "\xc3", NULL};
+    const char *const *all[] = {a1, a2, a3, a4, a5, a6, a7, a8};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
 }
 

@@ -129,16 +129,19 @@ static void print_tool_calls(const json_t *calls)
 }
 
 /* Appends a message {role, content} (and tool_calls) to the conversation. */
-static int push_message(run_opts *o, const char *role, const char *content, const json_t *tool_calls)
+static int push_message(run_opts *o, const char *role, const char *content, const json_t *tool_calls, char *err)
 {
-    json_t *msg = json_pack("{s:s,s:s}", "role", role, "content", content);
+    json_t *text = json_string(content); /* NULL (short of memory exhaustion) for invalid UTF-8 */
+    if (!text) return dk_fail(err, DK_ERR_ARG, "the %s message is not valid UTF-8", role);
+    json_t *msg = json_pack("{s:s,s:o}", "role", role, "content", text);
     if (msg && tool_calls && json_array_size(tool_calls)) json_object_set(msg, "tool_calls", (json_t *)tool_calls);
-    return msg && json_array_append_new(o->messages, msg) == 0 ? 0 : -1;
+    return msg && json_array_append_new(o->messages, msg) == 0 ? DK_OK : dk_fail(err, DK_ERR_NOMEM, "out of memory");
 }
 
 static int run_chat_turn(run_opts *o, engine_session *session, const char *user, engine_timings *t, char *err)
 {
-    if (push_message(o, "user", user, NULL)) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    int rc = push_message(o, "user", user, NULL, err);
+    if (rc != DK_OK) return rc;
     engine_chat_params cp;
     engine_chat_params_default(&cp);
     cp.messages = o->messages;
@@ -152,15 +155,14 @@ static int run_chat_turn(run_opts *o, engine_session *session, const char *user,
     cp.gen.user = o;
     cp.on_reasoning = write_reasoning;
     engine_chat_result r;
-    int rc = engine_chat(session, &cp, &r, err);
+    rc = engine_chat(session, &cp, &r, err);
     end_reasoning(o);
     if (rc == DK_OK) {
         if (json_array_size(r.tool_calls)) {
             if (r.content.len && r.content.data[r.content.len - 1] != '\n') fputc('\n', stdout);
             print_tool_calls(r.tool_calls);
         }
-        if (push_message(o, "assistant", r.content.data ? r.content.data : "", r.tool_calls))
-            rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        rc = push_message(o, "assistant", r.content.data ? r.content.data : "", r.tool_calls, err);
         *t = r.timings;
     }
     engine_chat_result_free(&r);
@@ -294,7 +296,8 @@ static int load_json_options(run_opts *o)
 {
     o->messages = json_array();
     if (!o->messages) return cli_error(CMD, "out of memory"), -1;
-    if (o->system && !o->raw && push_message(o, "system", o->system, NULL)) return cli_error(CMD, "out of memory"), -1;
+    char err[DK_ERRLEN];
+    if (o->system && !o->raw && push_message(o, "system", o->system, NULL, err) != DK_OK) return cli_error(CMD, "%s", err), -1;
     if (o->format_arg) {
         if (strcmp(o->format_arg, "json") == 0) o->format = json_string("json");
         else if (load_json_arg("--format", o->format_arg, true, &o->format)) return -1;
