@@ -135,6 +135,9 @@ TEST(chat_template, filters)
     CHECK_RENDER("{{ [1, 2] | first }} {{ [1, 2] | last }} {{ [1, 2] | reverse }} {{ 'abc' | length }} {{ '\xc3\xa9\xf0\x9f\x98\x80' | length }}", NULL,
                  "1 2 [2, 1] 3 2");
     CHECK_RENDER("{{ ' x ' | trim }}|{{ 'a\\nb\\n\\nc' | indent }}|{{ 'a\\nb' | indent(2, true) }}", NULL, "x|a\n    b\n\n    c|  a\n  b");
+    /* trim(chars): code points, from both ends, never through the middle */
+    CHECK_RENDER("{{ 'xyhixyx' | trim('xy') }}|{{ '\xc3\xa9" "a\xc3\xa9" "b\xc3\xa9' | trim('\xc3\xa9') }}|{{ 'xx' | trim('x') }}|",
+                 NULL, "hi|a\xc3\xa9" "b||");
     CHECK_RENDER("{{ '42' | int }} {{ ' 7x' | int }} {{ 'x' | int }} {{ 'x' | int(5) }} {{ 3.9 | int }} {{ '1.5' | float }} {{ 2 | float }}", NULL,
                  "42 7 0 5 3 1.5 2.0");
     CHECK_RENDER("{{ -3 | abs }} {{ 1 | string }} {{ true | string }} {{ [1] | string }} {{ 'x' | safe }}", NULL, "3 1 true [1] x");

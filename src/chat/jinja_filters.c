@@ -220,27 +220,28 @@ static int trimmed(jinja_ctx *ctx, const jinja_node *at, jinja_value s, int whic
     return DK_OK;
 }
 
+/* Whether code point c is one of the code points of chars. */
+static bool chars_has(jinja_value chars, uint32_t c)
+{
+    for (size_t j = 0; j < chars.u.s.n;)
+        if (jinja_utf8_next(chars.u.s.p, chars.u.s.n, &j) == c) return true;
+    return false;
+}
+
 /* jinja2's trim(chars) / strip(chars): remove any of chars' code points from both ends. */
 static int trim_chars(jinja_value s, jinja_value chars, jinja_value *out)
 {
     size_t start = 0, end = s.u.s.n;
-    for (;;) {
-        if (start >= end) break;
+    while (start < end) {
         size_t k = start;
-        uint32_t c = jinja_utf8_next(s.u.s.p, end, &k);
-        bool hit = false;
-        for (size_t j = 0; j < chars.u.s.n && !hit;) hit = jinja_utf8_next(chars.u.s.p, chars.u.s.n, &j) == c;
-        if (!hit) break;
+        if (!chars_has(chars, jinja_utf8_next(s.u.s.p, end, &k))) break;
         start = k;
     }
     while (end > start) {
         size_t k = end - 1;
         while (k > start && ((unsigned char)s.u.s.p[k] & 0xc0) == 0x80) k--;
         size_t j0 = k;
-        uint32_t c = jinja_utf8_next(s.u.s.p, end, &j0);
-        bool hit = false;
-        for (size_t j = 0; j < chars.u.s.n && !hit;) hit = jinja_utf8_next(chars.u.s.p, chars.u.s.n, &j) == c;
-        if (!hit) break;
+        if (!chars_has(chars, jinja_utf8_next(s.u.s.p, end, &j0))) break;
         end = k;
     }
     *out = jinja_str(s.u.s.p + start, end - start);
