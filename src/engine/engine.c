@@ -232,25 +232,33 @@ int engine_sample_vocab(engine_model *model, const sample_vocab **out, char *err
 
 void engine_session_params_default(engine_session_params *params)
 {
-    params->n_ctx = 0;
-    params->n_threads = 0;
+    memset(params, 0, sizeof *params);
 }
 
 int engine_session_new(engine_session **out, engine_model *model, const engine_session_params *params, char *err)
 {
     *out = NULL;
     if (!model->net) return dk_fail(err, DK_ERR_ARG, "model was loaded without weights (vocab only)");
+    engine_batcher *b = params->batcher;
     size_t n_ctx = params->n_ctx;
     if (n_ctx == 0) n_ctx = model->n_ctx_train ? (model->n_ctx_train < 4096 ? model->n_ctx_train : 4096) : 2048;
+    if (b && engine_batcher_model(b) != model) return dk_fail(err, DK_ERR_ARG, "session: the batcher belongs to another model");
+    if (b && n_ctx > engine_batcher_n_ctx(b))
+        return dk_fail(err, DK_ERR_ARG, "session: n_ctx %zu exceeds the batcher's %zu", n_ctx, engine_batcher_n_ctx(b));
     engine_session *s = dk_calloc(1, sizeof(*s));
     if (!s) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
     s->model = model;
+    s->batcher = b;
     s->n_ctx = n_ctx;
     s->logits = dk_malloc_array(model->n_vocab, sizeof(float));
     model_ctx_params cp = model_ctx_default_params();
     cp.n_ctx = (int64_t)n_ctx;
     cp.n_threads = params->n_threads > 0 ? params->n_threads : model->n_threads;
     cp.numerics = model->numerics;
+    if (b) { /* the batcher has the scratch and the threads */
+        cp.kind = MODEL_CTX_KV_ONLY;
+        cp.n_threads = 1;
+    }
     int rc = s->logits ? model_ctx_new(&s->ctx, model->net, &cp, err) : dk_fail(err, DK_ERR_NOMEM, "out of memory");
     if (rc != DK_OK) {
         engine_session_free(s);
@@ -279,7 +287,14 @@ void engine_session_clear(engine_session *session)
     session->have_logits = false;
 }
 
-int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n_tokens, float *logits, char *err)
+/* Prompts are evaluated in chunks of this many tokens when a cancel flag may stop them. */
+#define EVAL_CANCEL_CHUNK 256
+
+static bool cancelled(const atomic_int *cancel) { return cancel && atomic_load(cancel) != 0; }
+
+/* engine_session_eval, stoppable between chunks by cancel (DK_ERR_LIMIT "cancelled"). */
+static int session_eval(engine_session *session, const int32_t *tokens, size_t n_tokens, float *logits,
+                        const atomic_int *cancel, char *err)
 {
     size_t n_vocab = session->model->n_vocab;
     if (n_tokens == 0) return DK_OK;
@@ -288,6 +303,8 @@ int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n
             return dk_fail(err, DK_ERR_ARG, "token id %d is out of range (n_vocab %zu)", (int)tokens[i], n_vocab);
     if (n_tokens > session->n_ctx - session->n_past)
         return dk_fail(err, DK_ERR_LIMIT, "context full: %zu + %zu tokens > n_ctx %zu", session->n_past, n_tokens, session->n_ctx);
+    if (logits && session->batcher)
+        return dk_fail(err, DK_ERR_UNSUPPORTED, "eval: the logits of every position are not available in a batched session");
     size_t need = session->n_past + n_tokens;
     if (need > session->history_cap) {
         size_t cap = session->history_cap ? session->history_cap : 256;
@@ -297,13 +314,25 @@ int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n
         session->history = h;
         session->history_cap = cap;
     }
-    int rc = model_decode(session->ctx, tokens, (int64_t)n_tokens, logits != NULL, logits ? logits : session->logits, err);
-    if (rc != DK_OK) return rc;
-    memcpy(session->history + session->n_past, tokens, n_tokens * sizeof(int32_t));
+    if (cancelled(cancel)) return dk_fail(err, DK_ERR_LIMIT, "cancelled");
+    if (session->batcher) return engine_batcher_eval(session->batcher, session, tokens, n_tokens, cancel, err);
+    size_t step = cancel && !logits ? EVAL_CANCEL_CHUNK : n_tokens;
+    for (size_t done = 0; done < n_tokens; done += step) {
+        size_t n = n_tokens - done < step ? n_tokens - done : step;
+        if (cancelled(cancel)) return dk_fail(err, DK_ERR_LIMIT, "cancelled");
+        int rc = model_decode(session->ctx, tokens + done, (int64_t)n, logits != NULL, logits ? logits : session->logits, err);
+        if (rc != DK_OK) return rc;
+        memcpy(session->history + session->n_past, tokens + done, n * sizeof(int32_t));
+        session->n_past += n;
+        session->have_logits = true;
+    }
     if (logits) memcpy(session->logits, logits + (n_tokens - 1) * n_vocab, n_vocab * sizeof(float));
-    session->n_past += n_tokens;
-    session->have_logits = true;
     return DK_OK;
+}
+
+int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n_tokens, float *logits, char *err)
+{
+    return session_eval(session, tokens, n_tokens, logits, NULL, err);
 }
 
 const float *engine_session_logits(const engine_session *session) { return session->have_logits ? session->logits : NULL; }
@@ -491,6 +520,31 @@ static int gen_advance(gen_control *c, int32_t tok, int32_t trigger, const char 
     return DK_OK;
 }
 
+/* The token's log probability under the model's own distribution (log-softmax of the raw
+ * logits, in double) and the top_logprobs best tokens, to params->on_token. */
+static int report_token(const engine_generate_params *params, const float *logits, size_t n_vocab, int32_t tok)
+{
+    engine_logprob top[ENGINE_MAX_TOP_LOGPROBS];
+    size_t k = params->top_logprobs > 0 ? (size_t)params->top_logprobs : 0, n_top = 0;
+    if (k > ENGINE_MAX_TOP_LOGPROBS) k = ENGINE_MAX_TOP_LOGPROBS;
+    float max = -INFINITY;
+    for (size_t i = 0; i < n_vocab; i++) max = logits[i] > max ? logits[i] : max;
+    double sum = 0;
+    for (size_t i = 0; i < n_vocab; i++) {
+        sum += exp((double)logits[i] - max);
+        if (k == 0 || (n_top == k && logits[i] <= top[k - 1].logprob)) continue;
+        size_t j = n_top < k ? n_top++ : k - 1; /* insert into the sorted top list */
+        while (j > 0 && top[j - 1].logprob < logits[i]) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = (engine_logprob){(int32_t)i, logits[i]};
+    }
+    double lse = (double)max + log(sum);
+    for (size_t i = 0; i < n_top; i++) top[i].logprob = (float)((double)top[i].logprob - lse);
+    return params->on_token(params->user, tok, (float)((double)logits[tok] - lse), top, n_top);
+}
+
 int engine_generate(engine_session *session, const int32_t *prompt, size_t n_prompt,
                     const engine_generate_params *params, engine_timings *timings, char *err)
 {
@@ -500,6 +554,7 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
     gen_stream g = {.params = params};
     gen_control control = {.think_open = -1, .think_close = -1};
     dk_buf piece = {0};
+    bool entered = false;
     int rc;
     if (n_prompt == 0 && !session->have_logits)
         return dk_fail(err, DK_ERR_ARG, "generate: empty prompt and nothing evaluated yet");
@@ -507,10 +562,20 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
      * cost per model (like loading), not part of prompt or eval time */
     rc = gen_control_init(&control, model, params, err);
     if (rc != DK_OK) goto done;
+    if (session->batcher) {
+        engine_batcher_enter(session->batcher);
+        entered = true;
+    }
     uint64_t t0 = dk_now_ns();
     if (n_prompt) {
-        rc = engine_session_eval(session, prompt, n_prompt, NULL, err);
-        if (rc != DK_OK) goto done;
+        rc = session_eval(session, prompt, n_prompt, NULL, params->cancel, err);
+        if (rc != DK_OK) {
+            if (cancelled(params->cancel)) {
+                t.done = ENGINE_DONE_CANCEL;
+                rc = DK_OK;
+            }
+            goto done;
+        }
     }
     uint64_t t1 = dk_now_ns();
     t.n_prompt = n_prompt;
@@ -525,9 +590,17 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
     t.done = ENGINE_DONE_LENGTH;
     for (long i = 0; params->num_predict < 0 || i < params->num_predict; i++) {
         int32_t tok;
+        if (cancelled(params->cancel)) {
+            t.done = ENGINE_DONE_CANCEL;
+            break;
+        }
         rc = gen_pick(&control, chain, gen_logits(&control, model, session->logits, params), &tok, err);
         if (rc != DK_OK) goto done;
         t.n_eval++;
+        if (params->on_token && report_token(params, session->logits, model->n_vocab, tok) != 0) {
+            t.done = ENGINE_DONE_CANCEL;
+            break;
+        }
         if (engine_token_is_eog(model, tok)) {
             t.done = ENGINE_DONE_EOG;
             break;
@@ -552,8 +625,15 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
             t.done = ENGINE_DONE_CONTEXT;
             break;
         }
-        rc = engine_session_eval(session, &tok, 1, NULL, err);
-        if (rc != DK_OK) goto done;
+        rc = session_eval(session, &tok, 1, NULL, params->cancel, err);
+        if (rc != DK_OK) {
+            if (cancelled(params->cancel)) {
+                t.done = ENGINE_DONE_CANCEL;
+                rc = DK_OK;
+                break;
+            }
+            goto done;
+        }
     }
     if (t.done != ENGINE_DONE_STOP && t.done != ENGINE_DONE_CANCEL) {
         int e = gen_emit(&g, true);
@@ -567,6 +647,7 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
 oom:
     rc = dk_fail(err, DK_ERR_NOMEM, "generate: out of memory");
 done:
+    if (entered) engine_batcher_leave(session->batcher);
     if (timings) *timings = t;
     sample_chain_free(chain);
     sample_stop_free(g.stop);

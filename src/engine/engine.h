@@ -26,6 +26,7 @@
 #ifndef DK_ENGINE_H
 #define DK_ENGINE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +39,7 @@
 
 typedef struct engine_model engine_model;
 typedef struct engine_session engine_session;
+typedef struct engine_batcher engine_batcher;
 
 /* ---- models ---- */
 typedef struct engine_load_params {
@@ -86,6 +88,11 @@ int engine_sample_vocab(engine_model *model, const sample_vocab **out, char *err
 typedef struct engine_session_params {
     size_t n_ctx;  /* KV cache positions; 0: min(n_ctx_train, 4096), or 2048 if unknown */
     int n_threads; /* <= 0: the model's */
+    /* NULL, or the batcher through which this session evaluates (continuous batching): the
+     * session then holds only its KV cache, and every eval runs in the batcher's forward pass
+     * together with the evals other sessions of the batcher ask for at the same moment.
+     * n_ctx must not exceed the batcher's. Borrowed: the batcher must outlive the session. */
+    engine_batcher *batcher;
 } engine_session_params;
 
 void engine_session_params_default(engine_session_params *params);
@@ -110,10 +117,42 @@ int engine_session_eval(engine_session *session, const int32_t *tokens, size_t n
  * eval; NULL before any. */
 const float *engine_session_logits(const engine_session *session);
 
+/* ---- continuous batching ---- */
+/* A batcher runs the evals of many sessions of one model as shared forward passes: each
+ * step takes what every waiting session asked for (one token of a generation, or the next
+ * chunk of a prompt) and evaluates it as one batch, so the weights are read once for all of
+ * them. Sessions stay independent (own KV cache, own positions); each thread that calls
+ * engine_session_eval / engine_generate on one of them blocks until its part is done. A step
+ * waits briefly for the sessions that are generating so that their tokens share it.
+ * n_ctx: the largest n_ctx of its sessions (0: as engine_session_new's default);
+ * max_tokens: most rows of one forward pass (0: 512); n_threads <= 0: the model's.
+ * Free with engine_batcher_free after all its sessions. Thread-safe. */
+int engine_batcher_new(engine_batcher **out, engine_model *model, size_t n_ctx, size_t max_tokens, int n_threads,
+                       char *err);
+void engine_batcher_free(engine_batcher *batcher); /* NULL is fine */
+
+typedef struct engine_batcher_stats {
+    uint64_t steps;        /* forward passes run */
+    uint64_t rows;         /* tokens evaluated in them */
+    uint64_t max_rows;     /* most rows in one pass */
+} engine_batcher_stats;
+void engine_batcher_get_stats(engine_batcher *batcher, engine_batcher_stats *out);
+
 /* ---- generation ---- */
 /* Receives the next piece of text (complete UTF-8, stop strings removed). Return 0 to go on,
  * non-zero to stop generating. */
 typedef int (*engine_text_fn)(void *user, const char *text, size_t n_bytes);
+
+typedef struct engine_logprob {
+    int32_t token;
+    float logprob; /* natural log of the token's probability under the model (softmax of the
+                      raw logits, before sampling options and grammars) */
+} engine_logprob;
+#define ENGINE_MAX_TOP_LOGPROBS 20
+/* Receives every generated token as it is sampled (also a final EOG token), with its log
+ * probability and, when top_logprobs > 0, the n_top most likely tokens, best first. Return 0
+ * to go on, non-zero to stop generating. */
+typedef int (*engine_token_fn)(void *user, int32_t token, float logprob, const engine_logprob *top, size_t n_top);
 
 typedef struct engine_generate_params {
     sample_params sampling;
@@ -142,6 +181,13 @@ typedef struct engine_generate_params {
      * "none"). Borrowed. */
     const int32_t *banned;
     size_t n_banned;
+    /* Every sampled token with its log probability (NULL: none are computed); top_logprobs
+     * (0 .. ENGINE_MAX_TOP_LOGPROBS) alternatives each. Receives user. */
+    engine_token_fn on_token;
+    int top_logprobs;
+    /* NULL, or a flag another thread may set (non-zero) to stop this generation at its next
+     * step, the prompt's evaluation included (in chunks): it ends with ENGINE_DONE_CANCEL. */
+    const atomic_int *cancel;
 } engine_generate_params;
 
 void engine_generate_params_default(engine_generate_params *params);

@@ -33,12 +33,24 @@ struct engine_model {
 
 struct engine_session {
     engine_model *model;
-    model_ctx *ctx;       /* KV cache and scratch */
+    engine_batcher *batcher; /* NULL, or the batcher its evals go through (borrowed) */
+    model_ctx *ctx;       /* KV cache and scratch (KV cache only with a batcher) */
     size_t n_ctx, n_past;
     float *logits;        /* (n_vocab) last position */
     bool have_logits;
     int32_t *history;     /* (n_past) the tokens in the KV cache, for prefix re-use */
     size_t history_cap;
 };
+
+/* batch.c: an eval of session through its batcher (the checks of engine_session_eval done);
+ * returns when its tokens are in the KV cache and session->logits holds the last logits.
+ * cancel (may be NULL): a chunk not yet started is abandoned, DK_ERR_LIMIT "cancelled". */
+int engine_batcher_eval(engine_batcher *b, engine_session *session, const int32_t *tokens, size_t n_tokens,
+                        const atomic_int *cancel, char *err);
+/* Sessions inside engine_generate: a step waits for the tokens of all of them (briefly). */
+void engine_batcher_enter(engine_batcher *b);
+void engine_batcher_leave(engine_batcher *b);
+size_t engine_batcher_n_ctx(const engine_batcher *b);
+engine_model *engine_batcher_model(const engine_batcher *b);
 
 #endif

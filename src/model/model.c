@@ -533,11 +533,16 @@ struct model_ctx {
     float *scores;    /* (n_threads, n_head / n_head_kv, n_kv) */
     float *attn_part; /* (n_head_kv, max_chunks, group, head_dim_v + 2) split attention of one token */
     int64_t max_chunks;
+    /* each row of a forward pass: the context whose KV cache it goes to and its position */
+    model_ctx **row_ctx; /* (n_batch) */
+    int64_t *row_pos;    /* (n_batch) */
+    int32_t *row_tok;    /* (n_batch) the tokens of a model_decode_batch, gathered */
+    enum model_ctx_kind kind;
 };
 
 model_ctx_params model_ctx_default_params(void)
 {
-    model_ctx_params p = {0, 0, 0, MODEL_NUMERICS_EXACT};
+    model_ctx_params p = {0, 0, 0, MODEL_NUMERICS_EXACT, MODEL_CTX_FULL};
     return p;
 }
 
@@ -547,7 +552,7 @@ void model_ctx_free(model_ctx *c)
     kern_pool_free(c->pool);
     kern_workspace_free(c->ws);
     void *bufs[] = {c->k_cache, c->v_cache, c->x, c->cur, c->q, c->k, c->v, c->qkv, c->att,
-                    c->tmp, c->gate, c->up, c->scores, c->attn_part};
+                    c->tmp, c->gate, c->up, c->scores, c->attn_part, c->row_ctx, c->row_pos, c->row_tok};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dk_free(bufs[i]);
     dk_free(c);
 }
@@ -566,6 +571,44 @@ static void *alloc_zeroed(size_t a, size_t b, size_t cc, size_t elem, bool *fail
 }
 
 static float *alloc_floats(size_t a, size_t b, size_t cc, bool *fail) { return alloc_zeroed(a, b, cc, sizeof(float), fail); }
+
+/* The buffers of a forward pass of n_batch rows, the thread pool and the FAST workspace. */
+static void alloc_scratch(model_ctx *c, bool *fail)
+{
+    const model_hparams *hp = &c->m->hp;
+    size_t B = (size_t)c->n_batch, C = (size_t)c->n_kv;
+    size_t q_dim = (size_t)(hp->n_head * hp->head_dim_k), k_dim = (size_t)(hp->n_head_kv * hp->head_dim_k);
+    size_t v_dim = (size_t)(hp->n_head_kv * hp->head_dim_v), o_in = (size_t)(hp->n_head * hp->head_dim_v);
+    size_t E = (size_t)hp->n_embd, F = (size_t)hp->n_ff, group = (size_t)(hp->n_head / hp->n_head_kv);
+    c->x = alloc_floats(B, E, 1, fail);
+    c->cur = alloc_floats(B, E, 1, fail);
+    c->q = alloc_floats(B, q_dim, 1, fail);
+    c->k = alloc_floats(B, k_dim, 1, fail);
+    c->v = alloc_floats(B, v_dim, 1, fail);
+    if (hp->arch == MODEL_ARCH_PHI3) c->qkv = alloc_floats(B, q_dim + k_dim + v_dim, 1, fail);
+    c->att = alloc_floats(B, o_in, 1, fail);
+    c->tmp = alloc_floats(B, E, 1, fail);
+    c->gate = alloc_floats(B, 2 * F, 1, fail);
+    c->up = alloc_floats(B, F, 1, fail);
+    c->scores = alloc_floats((size_t)c->n_threads, group, C, fail);
+    /* enough chunks for 4 tasks per thread whatever the number of kv heads */
+    c->max_chunks = (4 * c->n_threads + hp->n_head_kv - 1) / hp->n_head_kv;
+    c->attn_part = alloc_floats((size_t)(hp->n_head_kv * c->max_chunks), group, (size_t)hp->head_dim_v + 2, fail);
+    c->row_ctx = alloc_zeroed(B, 1, 1, sizeof(model_ctx *), fail);
+    c->row_pos = alloc_zeroed(B, 1, 1, sizeof(int64_t), fail);
+    c->row_tok = alloc_zeroed(B, 1, 1, sizeof(int32_t), fail);
+    if (!*fail && c->n_threads > 1) {
+        c->pool = kern_pool_new(c->n_threads);
+        if (!c->pool) *fail = true;
+    }
+    if (!*fail && c->prec == KERN_PRECISION_FAST) {
+        size_t max_in = E > F ? E : F;
+        if (q_dim > max_in) max_in = q_dim;
+        if (o_in > max_in) max_in = o_in;
+        c->ws = kern_workspace_new(c->n_batch, (int64_t)max_in, c->n_threads);
+        if (!c->ws) *fail = true;
+    }
+}
 
 int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_params *params, char *err)
 {
@@ -590,38 +633,15 @@ int model_ctx_new(model_ctx **out, const model_weights *m, const model_ctx_param
     c->kv_f16 = p.numerics == MODEL_NUMERICS_FAST && hp->causal;
     c->kv_elem = c->kv_f16 ? 2 : 4;
     c->n_kv = (p.n_ctx + KERN_KV_BLOCK - 1) / KERN_KV_BLOCK * KERN_KV_BLOCK;
-    size_t B = (size_t)p.n_batch, L = (size_t)hp->n_layer, C = (size_t)c->n_kv;
-    size_t q_dim = (size_t)(hp->n_head * hp->head_dim_k), k_dim = (size_t)(hp->n_head_kv * hp->head_dim_k);
-    size_t v_dim = (size_t)(hp->n_head_kv * hp->head_dim_v), o_in = (size_t)(hp->n_head * hp->head_dim_v);
-    size_t E = (size_t)hp->n_embd, F = (size_t)hp->n_ff, group = (size_t)(hp->n_head / hp->n_head_kv);
+    size_t L = (size_t)hp->n_layer, C = (size_t)c->n_kv;
+    size_t k_dim = (size_t)(hp->n_head_kv * hp->head_dim_k), v_dim = (size_t)(hp->n_head_kv * hp->head_dim_v);
     bool fail = false;
-    c->k_cache = alloc_zeroed(L, C, k_dim, c->kv_elem, &fail);
-    c->v_cache = alloc_zeroed(L, C, v_dim, c->kv_elem, &fail);
-    c->x = alloc_floats(B, E, 1, &fail);
-    c->cur = alloc_floats(B, E, 1, &fail);
-    c->q = alloc_floats(B, q_dim, 1, &fail);
-    c->k = alloc_floats(B, k_dim, 1, &fail);
-    c->v = alloc_floats(B, v_dim, 1, &fail);
-    if (hp->arch == MODEL_ARCH_PHI3) c->qkv = alloc_floats(B, q_dim + k_dim + v_dim, 1, &fail);
-    c->att = alloc_floats(B, o_in, 1, &fail);
-    c->tmp = alloc_floats(B, E, 1, &fail);
-    c->gate = alloc_floats(B, 2 * F, 1, &fail);
-    c->up = alloc_floats(B, F, 1, &fail);
-    c->scores = alloc_floats((size_t)p.n_threads, group, C, &fail);
-    /* enough chunks for 4 tasks per thread whatever the number of kv heads */
-    c->max_chunks = (4 * p.n_threads + hp->n_head_kv - 1) / hp->n_head_kv;
-    c->attn_part = alloc_floats((size_t)(hp->n_head_kv * c->max_chunks), group, (size_t)hp->head_dim_v + 2, &fail);
-    if (!fail && p.n_threads > 1) {
-        c->pool = kern_pool_new(p.n_threads);
-        if (!c->pool) fail = true;
+    c->kind = p.kind;
+    if (p.kind != MODEL_CTX_SCRATCH_ONLY) {
+        c->k_cache = alloc_zeroed(L, C, k_dim, c->kv_elem, &fail);
+        c->v_cache = alloc_zeroed(L, C, v_dim, c->kv_elem, &fail);
     }
-    if (!fail && c->prec == KERN_PRECISION_FAST) {
-        size_t max_in = E > F ? E : F;
-        if (q_dim > max_in) max_in = q_dim;
-        if (o_in > max_in) max_in = o_in;
-        c->ws = kern_workspace_new(p.n_batch, (int64_t)max_in, p.n_threads);
-        if (!c->ws) fail = true;
-    }
+    if (p.kind != MODEL_CTX_KV_ONLY) alloc_scratch(c, &fail);
     if (fail) {
         model_ctx_free(c);
         return dk_fail(err, DK_ERR_NOMEM, "out of memory allocating a context of %lld positions", (long long)p.n_ctx);
@@ -644,7 +664,7 @@ int model_ctx_truncate(model_ctx *c, int64_t n_keep, char *err)
 /* ------------------------------------------------------------------ forward pass */
 
 typedef struct attn_job {
-    model_ctx *c;
+    model_ctx *c;         /* the scratch; each row's cache is c->row_ctx[t]'s */
     int64_t il, n_tok, pos0;
     int64_t n_swa;   /* 0: no window */
     float scale, softcap;
@@ -665,13 +685,13 @@ static void *kv_head(const model_ctx *c, void *cache, int64_t il, int64_t hk, in
  * thread's sc), softcap, scale, softmax, and the weighted values into out (group rows of
  * out_stride). stats, when not NULL, receives each head's softmax max and sum at
  * stats[g * out_stride] and stats[g * out_stride + 1], for merging split softmaxes. */
-static void attn_heads(const attn_job *j, const float *qv, int64_t hk, int64_t p0, int64_t p1, float *sc, float *out,
-                       int64_t out_stride, float *stats)
+static void attn_heads(const attn_job *j, const model_ctx *kv, const float *qv, int64_t hk, int64_t p0, int64_t p1,
+                       float *sc, float *out, int64_t out_stride, float *stats)
 {
     model_ctx *c = j->c;
     const model_hparams *hp = &c->m->hp;
     int64_t dk = hp->head_dim_k, dv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv, n = p1 - p0 + 1;
-    kern_attn_scores(qv, (int)group, (int)dk, kv_head(c, c->k_cache, j->il, hk, dk), c->kv_f16, p0, p1, sc, c->n_kv);
+    kern_attn_scores(qv, (int)group, (int)dk, kv_head(kv, kv->k_cache, j->il, hk, dk), c->kv_f16, p0, p1, sc, c->n_kv);
     for (int64_t g = 0; g < group; g++) {
         float *s = sc + g * c->n_kv, max;
         if (j->softcap > 0) {
@@ -684,7 +704,7 @@ static void attn_heads(const attn_job *j, const float *qv, int64_t hk, int64_t p
             stats[g * out_stride + 1] = (float)sum;
         }
     }
-    kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(c, c->v_cache, j->il, hk, dv), c->kv_f16, p0, p1, out,
+    kern_attn_values(sc, c->n_kv, (int)group, (int)dv, kv_head(kv, kv->v_cache, j->il, hk, dv), c->kv_f16, p0, p1, out,
                      out_stride);
 }
 
@@ -700,11 +720,11 @@ static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
     float *sc = c->scores + (size_t)i_thread * (size_t)group * (size_t)c->n_kv;
     for (int64_t p = begin; p < end; p++) {
         int64_t t = p / Hkv, hk = p % Hkv;
-        int64_t qpos = j->pos0 + t;
+        int64_t qpos = c->row_pos[t];
         int64_t last = j->causal ? qpos : j->pos0 + j->n_tok - 1;
         int64_t first = 0;
         if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
-        attn_heads(j, c->q + (size_t)(t * H * dk + hk * group * dk), hk, first, last, sc,
+        attn_heads(j, c->row_ctx[t], c->q + (size_t)(t * H * dk + hk * group * dk), hk, first, last, sc,
                    c->att + (size_t)(t * H * dv + hk * group * dv), dv, NULL);
     }
 }
@@ -723,7 +743,7 @@ static void attn_chunk_task(void *ctx, int i_task, int n_tasks, int i_thread)
     int64_t Hkv = hp->n_head_kv, H = hp->n_head, dk = hp->head_dim_k, dv = hp->head_dim_v, group = H / Hkv;
     (void)n_tasks;
     int64_t hk = i_task / j->n_chunks, ci = i_task % j->n_chunks; /* one token: pair = kv head */
-    int64_t qpos = j->pos0, last = qpos, first = 0;
+    int64_t qpos = c->row_pos[0], last = qpos, first = 0;
     if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
     int64_t span = last - first + 1;
     int64_t chunk = ((span + j->n_chunks - 1) / j->n_chunks + KERN_KV_BLOCK - 1) / KERN_KV_BLOCK * KERN_KV_BLOCK;
@@ -737,7 +757,7 @@ static void attn_chunk_task(void *ctx, int i_task, int n_tasks, int i_thread)
         return;
     }
     float *sc = c->scores + (size_t)i_thread * (size_t)group * (size_t)c->n_kv;
-    attn_heads(j, c->q + (size_t)(hk * group * dk), hk, p0, p1, sc, part, dv + 2, part + dv);
+    attn_heads(j, c->row_ctx[0], c->q + (size_t)(hk * group * dk), hk, p0, p1, sc, part, dv + 2, part + dv);
 }
 
 /* softmax(all) . V = sum_c w_c (softmax(chunk c) . V) / sum_c w_c with w_c = sum_c e^(max_c - max) */
@@ -839,12 +859,14 @@ static void step_tokens(const layer_step *s, int64_t t0, int64_t t1)
             /* SWA layers: gemma3's own base, and no linear scaling (llama.cpp's freq_scale_swa = 1) */
             float base = (hp->arch == MODEL_ARCH_GEMMA3 && L->swa) ? hp->rope_base_swa : hp->rope_base;
             const float *factors = L->swa ? m->rope_factors_swa : m->rope_factors;
-            kern_rope(q, (int)H, (int)dk, (int)hp->n_rot, s->pos0 + t, base, factors, hp->rope_neox);
-            kern_rope(k, (int)Hkv, (int)dk, (int)hp->n_rot, s->pos0 + t, base, factors, hp->rope_neox);
+            int64_t pos = c->row_pos[t];
+            const model_ctx *kv = c->row_ctx[t];
+            kern_rope(q, (int)H, (int)dk, (int)hp->n_rot, pos, base, factors, hp->rope_neox);
+            kern_rope(k, (int)Hkv, (int)dk, (int)hp->n_rot, pos, base, factors, hp->rope_neox);
             if (hp->arch == MODEL_ARCH_PHI3 || gemma) kern_scale(q, hp->attn_scale, q_dim);
             for (int64_t h = 0; h < Hkv; h++) {
-                kern_kv_store_k(kv_head(c, c->k_cache, s->il, h, dk), c->kv_f16, (int)dk, s->pos0 + t, k + h * dk);
-                kern_kv_store_v(kv_head(c, c->v_cache, s->il, h, dv), c->kv_f16, (int)dv, s->pos0 + t, v + h * dv);
+                kern_kv_store_k(kv_head(kv, kv->k_cache, s->il, h, dk), c->kv_f16, (int)dk, pos, k + h * dk);
+                kern_kv_store_v(kv_head(kv, kv->v_cache, s->il, h, dv), c->kv_f16, (int)dv, pos, v + h * dv);
             }
             break;
         }
@@ -883,16 +905,17 @@ static void run_step(model_ctx *c, const model_layer *L, int64_t il, int64_t pos
     else kern_pool_run(c->pool, step_task, &s, c->n_threads);
 }
 
-/* Runs one batch (n_tok <= n_batch) at positions n_past..; leaves the final hidden states
- * (before the output norm) in c->x. */
-static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
+/* Runs n_tok <= n_batch rows through the layers with c's scratch; row t goes to the cache of
+ * c->row_ctx[t] at position c->row_pos[t] (set by the caller). Leaves the final hidden
+ * states (before the output norm) in c->x. Encoders: one sequence, c's own cache. */
+static void forward_rows(model_ctx *c, const int32_t *tokens, int64_t n_tok)
 {
     const model_weights *m = c->m;
     const model_hparams *hp = &m->hp;
     int64_t E = hp->n_embd, F = hp->n_ff, H = hp->n_head, Hkv = hp->n_head_kv;
     int64_t dk = hp->head_dim_k, dv = hp->head_dim_v;
     int64_t q_dim = H * dk, k_dim = Hkv * dk, v_dim = Hkv * dv;
-    int64_t pos0 = c->n_past;
+    int64_t pos0 = c->row_pos[0];
     bool bert = hp->arch == MODEL_ARCH_BERT;
     bool gemma = hp->arch == MODEL_ARCH_GEMMA2 || hp->arch == MODEL_ARCH_GEMMA3;
     kern_pool *pool = c->pool;
@@ -985,6 +1008,16 @@ static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         mm(c, &L->ffn_down, c->gate, n_tok, c->tmp);
         run_step(c, L, il, pos0, n_tok, PHASE_FFN_OUT);
     }
+}
+
+/* One batch (n_tok <= n_batch) of c's own sequence at positions n_past.. */
+static void forward_batch(model_ctx *c, const int32_t *tokens, int64_t n_tok)
+{
+    for (int64_t t = 0; t < n_tok; t++) {
+        c->row_ctx[t] = c;
+        c->row_pos[t] = c->n_past + t;
+    }
+    forward_rows(c, tokens, n_tok);
     c->n_past += n_tok;
 }
 
@@ -1003,6 +1036,7 @@ int model_decode(model_ctx *c, const int32_t *tokens, int64_t n_tok, bool all_lo
     const model_weights *m = c->m;
     const model_hparams *hp = &m->hp;
     if (!hp->causal) return dk_fail(err, DK_ERR_ARG, "model_decode: %s is an encoder, use model_encode", hp->arch_name);
+    if (c->kind != MODEL_CTX_FULL) return dk_fail(err, DK_ERR_ARG, "model_decode: the context has no scratch or no cache");
     if (n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_decode: no tokens");
     int rc = check_tokens(m, tokens, n_tok, err);
     if (rc != DK_OK) return rc;
@@ -1027,6 +1061,63 @@ int model_decode(model_ctx *c, const int32_t *tokens, int64_t n_tok, bool all_lo
     return DK_OK;
 }
 
+/* Every check of model_decode_batch, before anything is evaluated; *rows: the total. */
+static int check_seqs(const model_ctx *scratch, const model_seq *seqs, int64_t n_seqs, int64_t *rows, char *err)
+{
+    const model_weights *m = scratch->m;
+    if (!m->hp.causal) return dk_fail(err, DK_ERR_ARG, "model_decode_batch: %s is an encoder", m->hp.arch_name);
+    if (scratch->kind == MODEL_CTX_KV_ONLY) return dk_fail(err, DK_ERR_ARG, "model_decode_batch: the scratch context has no scratch");
+    if (n_seqs <= 0) return dk_fail(err, DK_ERR_ARG, "model_decode_batch: no sequences");
+    *rows = 0;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        const model_ctx *c = seqs[i].ctx;
+        if (!c || c->m != m || c->kind == MODEL_CTX_SCRATCH_ONLY || c->kv_f16 != scratch->kv_f16)
+            return dk_fail(err, DK_ERR_ARG, "model_decode_batch: sequence %lld has no KV cache of this model and numerics", (long long)i);
+        if (c->n_kv > scratch->n_kv)
+            return dk_fail(err, DK_ERR_ARG, "model_decode_batch: sequence %lld has n_ctx %lld, more than the scratch's %lld",
+                           (long long)i, (long long)c->n_ctx, (long long)scratch->n_ctx);
+        for (int64_t j = 0; j < i; j++)
+            if (seqs[j].ctx == c) return dk_fail(err, DK_ERR_ARG, "model_decode_batch: sequence %lld appears twice", (long long)i);
+        if (seqs[i].n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_decode_batch: sequence %lld has no tokens", (long long)i);
+        if (seqs[i].n_tok > c->n_ctx - c->n_past)
+            return dk_fail(err, DK_ERR_LIMIT, "context full: %lld positions held, %lld more do not fit in n_ctx %lld",
+                           (long long)c->n_past, (long long)seqs[i].n_tok, (long long)c->n_ctx);
+        int rc = check_tokens(m, seqs[i].tokens, seqs[i].n_tok, err);
+        if (rc != DK_OK) return rc;
+        *rows += seqs[i].n_tok;
+    }
+    if (*rows > scratch->n_batch)
+        return dk_fail(err, DK_ERR_LIMIT, "model_decode_batch: %lld rows, more than n_batch %lld", (long long)*rows,
+                       (long long)scratch->n_batch);
+    return DK_OK;
+}
+
+int model_decode_batch(model_ctx *scratch, const model_seq *seqs, int64_t n_seqs, float *logits, char *err)
+{
+    int64_t rows = 0;
+    int rc = check_seqs(scratch, seqs, n_seqs, &rows, err);
+    if (rc != DK_OK) return rc;
+    const model_weights *m = scratch->m;
+    const model_hparams *hp = &m->hp;
+    int64_t r = 0, E = hp->n_embd;
+    for (int64_t i = 0; i < n_seqs; i++)
+        for (int64_t t = 0; t < seqs[i].n_tok; t++, r++) {
+            scratch->row_ctx[r] = seqs[i].ctx;
+            scratch->row_pos[r] = seqs[i].ctx->n_past + t;
+            scratch->row_tok[r] = seqs[i].tokens[t];
+        }
+    forward_rows(scratch, scratch->row_tok, rows);
+    r = 0;
+    for (int64_t i = 0; i < n_seqs; i++) {
+        seqs[i].ctx->n_past += seqs[i].n_tok;
+        r += seqs[i].n_tok;
+        kern_rmsnorm(scratch->cur + i * E, scratch->x + (r - 1) * E, m->output_norm, E, hp->norm_eps);
+    }
+    mm(scratch, &m->output, scratch->cur, n_seqs, logits);
+    if (hp->final_softcap > 0) kern_softcap(logits, hp->final_softcap, n_seqs * hp->n_vocab);
+    return DK_OK;
+}
+
 static void l2_normalize(float *v, int64_t n)
 {
     double s = 0;
@@ -1042,6 +1133,7 @@ int model_encode(model_ctx *c, const int32_t *tokens, int64_t n_tok, enum model_
     const model_weights *m = c->m;
     const model_hparams *hp = &m->hp;
     if (hp->causal) return dk_fail(err, DK_ERR_ARG, "model_encode: %s is not an encoder", hp->arch_name);
+    if (c->kind != MODEL_CTX_FULL) return dk_fail(err, DK_ERR_ARG, "model_encode: the context has no scratch or no cache");
     if (n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_encode: no tokens");
     int rc = check_tokens(m, tokens, n_tok, err);
     if (rc != DK_OK) return rc;

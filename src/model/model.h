@@ -116,6 +116,12 @@ typedef struct model_ctx_params {
     int64_t n_batch;   /* most tokens per forward step (scratch size); <= 0: min(n_ctx, 512) */
     int n_threads;     /* <= 0: number of online CPUs */
     enum model_numerics numerics; /* default EXACT */
+    enum model_ctx_kind {
+        MODEL_CTX_FULL = 0,     /* KV cache and scratch: model_decode / model_encode */
+        MODEL_CTX_KV_ONLY,      /* only the KV cache (and n_past): a sequence of model_decode_batch */
+        MODEL_CTX_SCRATCH_ONLY, /* only scratch for n_batch rows and threads: the scratch of
+                                   model_decode_batch; n_ctx bounds the sequences it serves */
+    } kind;
 } model_ctx_params;
 
 model_ctx_params model_ctx_default_params(void);
@@ -138,6 +144,23 @@ int model_ctx_truncate(model_ctx *c, int64_t n_keep, char *err);
  * encoder model. */
 int model_decode(model_ctx *c, const int32_t *tokens, int64_t n_tok, bool all_logits,
                  float *logits, char *err);
+
+/* One sequence's part of a shared forward pass: n_tok tokens appended to ctx's KV cache at
+ * positions n_past.. (ctx: MODEL_CTX_KV_ONLY or FULL, of the same model and numerics). */
+typedef struct model_seq {
+    model_ctx *ctx;
+    const int32_t *tokens;
+    int64_t n_tok;
+} model_seq;
+
+/* Causal models: evaluates several sequences in one forward pass, with scratch's buffers
+ * and threads (scratch: MODEL_CTX_SCRATCH_ONLY or FULL): the matrix products see all rows
+ * at once, so the weights are read once for every sequence; each row attends to its own
+ * sequence's cache. logits (n_seqs, n_vocab) receives the logits of each sequence's last
+ * token. Errors (nothing is evaluated): DK_ERR_LIMIT if the rows exceed scratch's n_batch or a
+ * sequence would overflow its n_ctx, DK_ERR_ARG for a bad token, an empty or repeated
+ * sequence, a sequence whose n_ctx exceeds scratch's, a context without a KV cache. */
+int model_decode_batch(model_ctx *scratch, const model_seq *seqs, int64_t n_seqs, float *logits, char *err);
 
 /* Encoders (bert): one sequence tokens[0..n_tok), evaluated non-causally from position 0
  * (the KV cache is cleared first). pooling MODEL_POOLING_UNSPECIFIED means the model's own.
