@@ -599,3 +599,31 @@ TEST(constrained, bad_format_and_tool_choice)
     engine_session_free(s);
     engine_model_free(m);
 }
+
+/* A template given with the request (a Modelfile's TEMPLATE) replaces the model's. */
+TEST(constrained, chat_template_text_overrides_the_models)
+{
+    engine_model *m = load_kit_model(STORIES);
+    REQUIRE(m);
+    engine_session *s = new_session(m, 256);
+    REQUIRE(s);
+    char err[DK_ERRLEN];
+    json_t *messages = json_loads("[{\"role\":\"user\",\"content\":\"Once\"}]", 0, NULL);
+    engine_chat_params cp;
+    engine_chat_params_default(&cp);
+    cp.messages = messages;
+    cp.template_text = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %} upon";
+    cp.gen.sampling.temperature = 0;
+    cp.gen.num_predict = 4;
+    engine_chat_result r;
+    REQUIRE_MSG(engine_chat(s, &cp, &r, err) == DK_OK, "%s", err);
+    CHECK_EQ_STR(r.prompt.data, "<user>Once upon");
+    engine_chat_result_free(&r);
+    cp.template_text = "{% for m in messages %}";
+    CHECK_EQ_INT(engine_chat(s, &cp, &r, err), DK_ERR_FORMAT);
+    CHECK_MSG(strstr(err, "chat template") != NULL, "%s", err);
+    engine_chat_result_free(&r);
+    json_decref(messages);
+    engine_session_free(s);
+    engine_model_free(m);
+}

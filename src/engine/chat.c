@@ -158,13 +158,12 @@ int engine_format_grammar(const json_t *format, sample_grammar **out, char *err)
 
 /* The grammar of format and tool_choice, as GBNF text in out (empty: none), and how it
  * applies (lazy on the call marker for tool_choice auto). */
-static int turn_grammar_text(engine_model *m, const engine_chat_params *p, dk_buf *out, bool *lazy, int32_t *trigger,
-                             char *err)
+static int turn_grammar_text(engine_model *m, enum chat_format fmt, const engine_chat_params *p, dk_buf *out,
+                             bool *lazy, int32_t *trigger, char *err)
 {
     *lazy = false;
     *trigger = -1;
     bool tools = p->tools && json_is_array(p->tools) && json_array_size(p->tools) > 0;
-    enum chat_format fmt = m->chat_format;
     const char *name = p->tool_choice == ENGINE_TOOL_NAMED ? p->tool_name : NULL;
     if (p->tool_choice == ENGINE_TOOL_NAMED && !name) return dk_fail(err, DK_ERR_ARG, "tool_choice: no function name");
     if (tools && (p->tool_choice == ENGINE_TOOL_REQUIRED || p->tool_choice == ENGINE_TOOL_NAMED))
@@ -217,13 +216,27 @@ int engine_chat(engine_session *session, const engine_chat_params *params, engin
     dk_buf gbnf = {0};
     int32_t *tokens = NULL;
     size_t n_tokens = 0;
+    chat_template *own_tmpl = NULL;
+    char why[DK_ERRLEN];
     int rc = engine_chat_template_get(m, &tmpl, err);
     if (rc != DK_OK) return rc;
     if (!json_is_array(params->messages)) return dk_fail(err, DK_ERR_ARG, "chat: messages must be an array");
+    const char *source = m->chat_template ? m->chat_template : chat_template_chatml();
+    enum chat_format fmt = m->chat_format;
+    if (params->template_text) {
+        rc = chat_template_parse(&own_tmpl, params->template_text, strlen(params->template_text), why);
+        if (rc != DK_OK) return dk_fail(err, rc, "chat template: %s", why);
+        tmpl = own_tmpl;
+        source = params->template_text;
+        fmt = chat_format_detect(source, m->arch);
+    }
     bool tools_on = params->tools && params->tool_choice != ENGINE_TOOL_NONE;
 
     extra = template_extra(params);
-    if (!extra) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    if (!extra) {
+        rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     chat_render_params rp = {
         .messages = params->messages,
         .tools = tools_on ? params->tools : NULL,
@@ -232,21 +245,19 @@ int engine_chat(engine_session *session, const engine_chat_params *params, engin
         .eos_token = engine_eos_text(m),
         .extra = extra,
     };
-    char why[DK_ERRLEN];
     rc = chat_template_render(tmpl, &rp, &result->prompt, why);
     if (rc != DK_OK) {
         rc = dk_fail(err, rc, "chat template: %s", why);
         goto done;
     }
 
-    const char *source = m->chat_template ? m->chat_template : chat_template_chatml();
     bool reasoning = strstr(source, "<think>") && params->think != 0;
     bool in_reasoning = reasoning && ends_with_think_open(&result->prompt);
 
     engine_generate_params gen = params->gen;
     bool lazy;
     int32_t trigger;
-    rc = turn_grammar_text(m, params, &gbnf, &lazy, &trigger, err);
+    rc = turn_grammar_text(m, fmt, params, &gbnf, &lazy, &trigger, err);
     if (rc != DK_OK) goto done;
     if (gbnf.len) {
         rc = sample_grammar_parse(&grammar, gbnf.data, gbnf.len, "root", why);
@@ -261,15 +272,15 @@ int engine_chat(engine_session *session, const engine_chat_params *params, engin
         gen.in_reasoning = in_reasoning;
     }
     int32_t barred = -1;
-    if (params->tools && params->tool_choice == ENGINE_TOOL_NONE && chat_format_call_marker(m->chat_format)) {
-        barred = engine_token_find(m, chat_format_call_marker(m->chat_format));
+    if (params->tools && params->tool_choice == ENGINE_TOOL_NONE && chat_format_call_marker(fmt)) {
+        barred = engine_token_find(m, chat_format_call_marker(fmt));
         if (barred >= 0) {
             gen.banned = &barred;
             gen.n_banned = 1;
         }
     }
 
-    chat_parse_params pp = {.format = m->chat_format, .parse_tools = tools_on, .reasoning = reasoning, .in_reasoning = in_reasoning};
+    chat_parse_params pp = {.format = fmt, .parse_tools = tools_on, .reasoning = reasoning, .in_reasoning = in_reasoning};
     rc = chat_parser_new(&turn.parser, &pp, err);
     if (rc != DK_OK) goto done;
     gen.on_text = turn_on_text;
@@ -295,6 +306,7 @@ int engine_chat(engine_session *session, const engine_chat_params *params, engin
     if (!result->tool_calls) result->tool_calls = json_array();
     if (!result->tool_calls) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
 done:
+    chat_template_free(own_tmpl);
     json_decref(extra);
     sample_grammar_free(grammar);
     chat_parser_free(turn.parser);

@@ -238,6 +238,9 @@ typedef struct engine_chat_params {
     const json_t *format;         /* NULL, the string "json" (JSON mode) or a JSON schema */
     int think;                    /* -1: the template's default, 0: off, 1: on (enable_thinking) */
     const json_t *template_vars;  /* extra template variables, or NULL */
+    const char *template_text;    /* a Jinja chat template that replaces the model's (e.g. a
+                                     Modelfile's TEMPLATE), parsed per call; NULL: the model's.
+                                     Its markers also pick the tool-call format. */
     engine_generate_params gen;   /* sampling, num_predict, stops; gen.on_text receives content
                                      only (reasoning and call text are kept out) */
     engine_text_fn on_reasoning;  /* receives reasoning text as it streams (may be NULL) */
