@@ -17,6 +17,7 @@
 
 #define BATCH_WAIT_NS 3000000ull   /* a step waits this long for late sessions */
 #define BATCH_POLL_NS 50000000ull  /* waiters look at their cancel flag this often */
+#define BATCH_PROMPT_CHUNK 128     /* prompt tokens per step while other sessions decode */
 
 typedef struct batch_req {
     engine_session *session;
@@ -171,8 +172,10 @@ static void finish_step(engine_batcher *b, size_t n, int rc, const char *err)
             memcpy(s->history + s->n_past, r->tokens + r->done, r->taken * sizeof(int32_t));
             s->n_past += r->taken;
             r->done += r->taken;
-            memcpy(s->logits, b->logits + i * n_vocab, n_vocab * sizeof(float));
-            s->have_logits = true;
+            if (!b->seqs[i].no_logits) {
+                memcpy(s->logits, b->logits + i * n_vocab, n_vocab * sizeof(float));
+                s->have_logits = true;
+            }
         }
         r->taken = 0;
         if (rc != DK_OK || r->done == r->n) {
@@ -199,10 +202,17 @@ static void run_step(engine_batcher *b)
         pthread_cond_broadcast(&b->cond);
         return;
     }
+    /* while other sessions decode, a prompt goes in chunks, so their next tokens are not held
+     * up for the whole prompt */
+    size_t n_decoding = 0;
+    for (batch_req *r = b->head; r; r = r->next) n_decoding += r->n - r->done == 1;
+    size_t chunk = n_decoding > 0 ? BATCH_PROMPT_CHUNK : b->max_tokens;
     for (batch_req *r = b->head; r && budget > 0; r = r->next) {
-        size_t k = r->n - r->done < budget ? r->n - r->done : budget;
+        size_t k = r->n - r->done;
+        if (k > budget) k = budget;
+        if (k > chunk) k = chunk;
         r->taken = k;
-        b->seqs[n] = (model_seq){r->session->ctx, r->tokens + r->done, (int64_t)k};
+        b->seqs[n] = (model_seq){r->session->ctx, r->tokens + r->done, (int64_t)k, r->done + k < r->n};
         b->reqs[n++] = r;
         budget -= k;
     }

@@ -1107,14 +1107,24 @@ int model_decode_batch(model_ctx *scratch, const model_seq *seqs, int64_t n_seqs
             scratch->row_tok[r] = seqs[i].tokens[t];
         }
     forward_rows(scratch, scratch->row_tok, rows);
+    /* the lm head only for the sequences that want logits, computed compacted, then moved to
+     * their rows (from the last, as a row only ever moves down; skipped rows keep garbage) */
+    int64_t n_out = 0, V = hp->n_vocab;
     r = 0;
     for (int64_t i = 0; i < n_seqs; i++) {
         seqs[i].ctx->n_past += seqs[i].n_tok;
         r += seqs[i].n_tok;
-        kern_rmsnorm(scratch->cur + i * E, scratch->x + (r - 1) * E, m->output_norm, E, hp->norm_eps);
+        if (!seqs[i].no_logits)
+            kern_rmsnorm(scratch->cur + n_out++ * E, scratch->x + (r - 1) * E, m->output_norm, E, hp->norm_eps);
     }
-    mm(scratch, &m->output, scratch->cur, n_seqs, logits);
-    if (hp->final_softcap > 0) kern_softcap(logits, hp->final_softcap, n_seqs * hp->n_vocab);
+    if (n_out == 0) return DK_OK;
+    mm(scratch, &m->output, scratch->cur, n_out, logits);
+    if (hp->final_softcap > 0) kern_softcap(logits, hp->final_softcap, n_out * V);
+    for (int64_t i = n_seqs - 1, j = n_out - 1; i >= 0 && j >= 0; i--) {
+        if (seqs[i].no_logits) continue;
+        if (i != j) memcpy(logits + i * V, logits + j * V, (size_t)V * sizeof(float));
+        j--;
+    }
     return DK_OK;
 }
 

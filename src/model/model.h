@@ -151,6 +151,8 @@ typedef struct model_seq {
     model_ctx *ctx;
     const int32_t *tokens;
     int64_t n_tok;
+    bool no_logits;   /* a prompt chunk that is not the last: its row of logits is not computed
+                         (its contents are unspecified afterwards) */
 } model_seq;
 
 /* Causal models: evaluates several sequences in one forward pass, with scratch's buffers
