@@ -5,10 +5,19 @@
  */
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/base.h"
@@ -29,9 +38,29 @@ static void proc_free(proc_result *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* The environment every spawned command gets: no server (DUCKLING_HOST at a port nothing
+ * listens on, so `run` is local whatever runs on this machine) and a history file of the
+ * test run's own. A test's env entries ("KEY=VALUE") come after and win. */
+static void child_env(const char *const *env)
+{
+    char history[512];
+    snprintf(history, sizeof history, "%s/history", test_tmpdir());
+    setenv("DUCKLING_HOST", "127.0.0.1:1", 1);
+    setenv("DUCKLING_HISTORY", history, 1);
+    for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
+}
+
+static int spawn_env(proc_result *r, const char *stdin_text, const char *const *args, const char *const *env);
+
 /* Runs the binary with args (NULL-terminated, args[0] is the subcommand), stdin from
  * stdin_text (or /dev/null). */
 static int spawn(proc_result *r, const char *stdin_text, const char *const *args)
+{
+    return spawn_env(r, stdin_text, args, NULL);
+}
+
+/* spawn with extra environment entries (NULL-terminated "KEY=VALUE"s, or NULL). */
+static int spawn_env(proc_result *r, const char *stdin_text, const char *const *args, const char *const *env)
 {
     memset(r, 0, sizeof(*r));
     static int counter;
@@ -58,6 +87,7 @@ static int spawn(proc_result *r, const char *stdin_text, const char *const *args
         dup2(in, 0);
         dup2(out, 1);
         dup2(err, 2);
+        child_env(env);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -730,4 +760,588 @@ TEST(cli, render_bad_input_fails_cleanly)
     const char *a9[] = {"render", "--template", bad_tmpl, "--config", msgs, msgs, NULL};
     const char *const *all[] = {a1, a2, a3, a4, a5, a6, a7, a8, a9};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) check_fails(all[i]);
+}
+
+/* ------------------------------------------------------------------ run: chat, servers, ps */
+
+/* The greedy one-shot answer of the local model to prompt (dk_free), or NULL. */
+static char *run_once(const char *model, const char *prompt)
+{
+    const char *args[] = {"run", model, prompt, "--temperature", "0", "-n", "20", NULL};
+    proc_result r;
+    if (spawn(&r, NULL, args) != 0) return NULL;
+    CHECK_MSG(r.status == 0 && r.n_out > 0, "run '%s': status %d, stderr '%s'", prompt, r.status, r.err);
+    char *out = r.out;
+    r.out = NULL;
+    proc_free(&r);
+    return out;
+}
+
+TEST(cli, run_chat_through_a_pipe)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    char *one = run_once(model, "Once upon a time");
+    char *two = run_once(model, "Once upon\na time");
+    REQUIRE(one && two);
+    /* The same prompts in one session: the first answer is the one-shot one; after /clear the
+     * multi-line block is a first message again, so it matches its one-shot answer too. */
+    const char *input = "/set parameter temperature 0\n"
+                        "/show parameters\n"
+                        "Once upon a time\n"
+                        "/clear\n"
+                        "\"\"\"\n"
+                        "Once upon\n"
+                        "a time\n"
+                        "\"\"\"\n"
+                        "/nosuch thing\n"
+                        "/bye\n"
+                        "never answered\n";
+    const char *args[] = {"run", model, "-n", "20", NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, input, args) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    dk_buf want = {0};
+    dk_buf_printf(&want,
+                  "Set parameter 'temperature' to '0'\n"
+                  "User defined parameters:\n"
+                  "%-30s 20\n"
+                  "%-30s 0\n"
+                  "%s\n"
+                  "Cleared session context\n"
+                  "%s\n"
+                  "Unknown command '/nosuch'. Type /? for help\n",
+                  "num_predict", "temperature", one, two);
+    CHECK_EQ_STR(r.out, want.data);
+    CHECK_EQ_INT(r.n_err, 0);
+    proc_free(&r);
+    /* deterministic: the same session again gives the same bytes */
+    REQUIRE(spawn(&r, input, args) == 0);
+    CHECK_EQ_STR(r.out, want.data);
+    proc_free(&r);
+    dk_buf_free(&want);
+    dk_free(one);
+    dk_free(two);
+}
+
+TEST(cli, run_chat_commands_report_and_go_on)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    char *one = run_once(model, "Once upon a time");
+    REQUIRE(one);
+    const char *input = "/set parameter nosuch 1\n"
+                        "/set parameter top_k many\n"
+                        "/set parameter temperature 0\n"
+                        "/set system Be brief.\n"
+                        "/show system\n"
+                        "/clear\n"
+                        "/show system\n"
+                        "/set system\n"
+                        "/show system\n"
+                        "/show nothing\n"
+                        "/show info\n"
+                        "/set verbose\n"
+                        "/?\n"
+                        "\"\"\"Once upon a time\"\"\"\n";
+    const char *args[] = {"run", model, "-n", "20", NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, input, args) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_MSG(strstr(r.out, "Couldn't set parameter: unknown parameter 'nosuch'\n") != NULL, "%s", r.out);
+    CHECK_MSG(strstr(r.out, "Couldn't set parameter: top_k: 'many' is not a number\n") != NULL, "%s", r.out);
+    CHECK(strstr(r.out, "Set system message.\nBe brief.\nCleared session context\nBe brief.\n") != NULL);
+    CHECK(strstr(r.out, "Cleared system message.\nNo system message was specified for this model.\n") != NULL);
+    CHECK(strstr(r.out, "Unknown command '/show nothing'. Type /? for help\n") != NULL);
+    CHECK(strstr(r.out, "    architecture        llama\n") != NULL);
+    CHECK(strstr(r.out, "    context length      128\n") != NULL);
+    CHECK(strstr(r.out, "Available Commands:") != NULL);
+    /* """...""" on one line is a message; /set verbose prints the timings after it */
+    CHECK(ends_with(r.out, one) || (strstr(r.out, one) && r.out[r.n_out - 1] == '\n'));
+    CHECK(strstr(r.err, "eval count:           ") != NULL);
+    proc_free(&r);
+    dk_free(one);
+}
+
+TEST(cli, run_without_a_server_loads_the_model)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    json_t *ref = load_json(STORIES_REF);
+    REQUIRE(ref);
+    const char *args[] = {"run", model, "Once upon a time", "--temperature", "0", "-n", "64", "--raw", NULL};
+    const char *closed[] = {"DUCKLING_HOST=http://127.0.0.1:1/", NULL};
+    const char *ollama[] = {"DUCKLING_HOST=", "OLLAMA_HOST=127.0.0.1:1", NULL};
+    const char *const *envs[] = {closed, ollama};
+    for (size_t i = 0; i < 2; i++) {
+        proc_result r;
+        REQUIRE(spawn_env(&r, NULL, args, envs[i]) == 0);
+        CHECK_EQ_INT(r.status, 0);
+        CHECK_EQ_STR(r.out, json_string_value(json_object_get(ref, "greedy_text")));
+        proc_free(&r);
+    }
+    /* --host names a server: it must answer */
+    const char *hargs[] = {"run", model, "hi", "--host", "127.0.0.1:1", NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, NULL, hargs) == 0);
+    CHECK_EQ_INT(r.status, 1);
+    CHECK_EQ_STR(r.err, "duckling run: could not connect to a running duckling server at 127.0.0.1:1\n");
+    proc_free(&r);
+    json_decref(ref);
+}
+
+TEST(cli, ps_without_a_server_fails)
+{
+    if (!binary_ready()) return;
+    const char *args[] = {"ps", NULL};
+    proc_result r;
+    REQUIRE(spawn(&r, NULL, args) == 0);
+    CHECK_EQ_INT(r.status, 1);
+    CHECK_EQ_STR(r.err, "duckling ps: could not connect to a running duckling server at 127.0.0.1:1\n");
+    CHECK_EQ_INT(r.n_out, 0);
+    proc_free(&r);
+    const char *bad[] = {"ps", "extra", NULL};
+    check_fails(bad);
+}
+
+/* ---- a stand-in server on a real socket: canned Ollama replies, every request recorded ---- */
+
+typedef struct fake_server {
+    int fd;
+    int port;
+    pthread_t thread;
+    atomic_int stop;
+    pthread_mutex_t lock;
+    dk_buf requests; /* "METHOD PATH BODY\n" per request */
+} fake_server;
+
+static void fake_write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0) return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* RFC 3339 (UTC) of now + seconds. */
+static void fake_time(char *buf, size_t n, long seconds)
+{
+    time_t t = time(NULL) + seconds;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, n, "%Y-%m-%dT%H:%M:%S.123456789Z", &tm);
+}
+
+static void fake_reply(int fd, const char *method, const char *path, const char *body)
+{
+    int status = 200;
+    const char *type = "application/json";
+    dk_buf out = {0};
+    bool split = false;
+    if (strcmp(method, "GET") == 0 && strcmp(path, "/") == 0) {
+        type = "text/plain";
+        dk_buf_puts(&out, "Ollama is running");
+    } else if (strcmp(path, "/api/ps") == 0) {
+        char soon[64];
+        fake_time(soon, sizeof soon, 270);
+        dk_buf_printf(&out,
+                      "{\"models\":[{\"name\":\"qwen2.5:0.5b\",\"model\":\"qwen2.5:0.5b\",\"size\":1234567890,"
+                      "\"digest\":\"sha256:a8b0c51577010a279d933d14c2f8ab4b9c1b1d57ab7d4d2a6e6f1a2b3c4d5e6f\","
+                      "\"expires_at\":\"2318-01-01T00:00:00Z\",\"size_vram\":0,\"context_length\":4096},"
+                      "{\"name\":\"tiny:latest\",\"model\":\"tiny:latest\",\"size\":532000000,\"digest\":\"0123456789abcdef\","
+                      "\"expires_at\":\"%s\",\"size_vram\":0,\"context_length\":2048}]}",
+                      soon);
+    } else if (strstr(body, "\"model\":\"missing\"")) {
+        status = 404;
+        dk_buf_puts(&out, "{\"error\":\"model 'missing' not found\"}");
+    } else if (strcmp(path, "/api/chat") == 0) {
+        type = "application/x-ndjson";
+        split = true;
+        dk_buf_puts(&out, "{\"message\":{\"role\":\"assistant\",\"content\":\"\",\"thinking\":\"hmm\"},\"done\":false}\n"
+                          "{\"message\":{\"role\":\"assistant\",\"content\":\"Hello\"},\"done\":false}\n"
+                          "{\"message\":{\"role\":\"assistant\",\"content\":\" world\",\"tool_calls\":[{\"function\":"
+                          "{\"name\":\"f\",\"arguments\":{\"a\":1}}}]},\"done\":false}\n"
+                          "{\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\","
+                          "\"total_duration\":5000000,\"load_duration\":1000000,\"prompt_eval_count\":3,"
+                          "\"prompt_eval_duration\":2000000,\"eval_count\":2,\"eval_duration\":1000000}\n");
+        if (strstr(body, "\"model\":\"midway\"")) dk_buf_puts(&out, "{\"error\":\"the model broke\"}\n");
+    } else if (strcmp(path, "/api/show") == 0) {
+        dk_buf_puts(&out, "{\"template\":\"{{ .Prompt }}\",\"parameters\":\"temperature 0.7\","
+                          "\"details\":{\"family\":\"qwen2\",\"parameter_size\":\"494.03M\",\"quantization_level\":\"Q4_K_M\"},"
+                          "\"model_info\":{\"general.architecture\":\"qwen2\",\"qwen2.context_length\":32768,"
+                          "\"qwen2.embedding_length\":896}}");
+    } else {
+        status = 404;
+        dk_buf_puts(&out, "{\"error\":\"not found\"}");
+    }
+    char head[256];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     status, type, out.len);
+    fake_write_all(fd, head, (size_t)n);
+    /* a stream in two writes cut inside a line: the client must join the halves */
+    size_t first = split ? out.len / 2 + 3 : out.len;
+    fake_write_all(fd, out.data, first);
+    if (split) {
+        usleep(20000);
+        fake_write_all(fd, out.data + first, out.len - first);
+    }
+    dk_buf_free(&out);
+}
+
+static void fake_serve_one(fake_server *fs, int fd)
+{
+    dk_buf in = {0};
+    char chunk[4096];
+    size_t body_at = 0, need = 0;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n <= 0) break;
+        dk_buf_append(&in, chunk, (size_t)n);
+        if (!body_at) {
+            char *end = in.data ? strstr(in.data, "\r\n\r\n") : NULL;
+            if (!end) continue;
+            body_at = (size_t)(end - in.data) + 4;
+            char *cl = strcasestr(in.data, "Content-Length:");
+            need = cl && cl < end ? (size_t)strtoul(cl + 15, NULL, 10) : 0;
+        }
+        if (in.len >= body_at + need) break;
+    }
+    if (body_at && in.len >= body_at + need) {
+        char method[16] = "", path[256] = "";
+        sscanf(in.data, "%15s %255s", method, path);
+        const char *body = in.data + body_at;
+        pthread_mutex_lock(&fs->lock);
+        dk_buf_printf(&fs->requests, "%s %s %s\n", method, path, body);
+        pthread_mutex_unlock(&fs->lock);
+        fake_reply(fd, method, path, body);
+    }
+    dk_buf_free(&in);
+    close(fd);
+}
+
+static void *fake_loop(void *arg)
+{
+    fake_server *fs = arg;
+    while (!atomic_load(&fs->stop)) {
+        struct pollfd p = {.fd = fs->fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0) continue;
+        int c = accept(fs->fd, NULL, NULL);
+        if (c >= 0) fake_serve_one(fs, c);
+    }
+    return NULL;
+}
+
+/* A listening socket on a free loopback port; the port in *port. */
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int fake_start(fake_server *fs)
+{
+    memset(fs, 0, sizeof(*fs));
+    pthread_mutex_init(&fs->lock, NULL);
+    fs->fd = listen_any(&fs->port);
+    if (fs->fd < 0) return -1;
+    return pthread_create(&fs->thread, NULL, fake_loop, fs) == 0 ? 0 : -1;
+}
+
+static void fake_stop(fake_server *fs)
+{
+    atomic_store(&fs->stop, 1);
+    pthread_join(fs->thread, NULL);
+    close(fs->fd);
+    dk_buf_free(&fs->requests);
+    pthread_mutex_destroy(&fs->lock);
+}
+
+/* The recorded requests so far (a copy, dk_free), and forgets them. */
+static char *fake_take(fake_server *fs)
+{
+    pthread_mutex_lock(&fs->lock);
+    char *s = fs->requests.data ? dk_buf_detach(&fs->requests) : dk_strdup("");
+    pthread_mutex_unlock(&fs->lock);
+    return s;
+}
+
+TEST(cli, run_and_ps_through_a_server)
+{
+    if (!binary_ready()) return;
+    fake_server fs;
+    REQUIRE(fake_start(&fs) == 0);
+    char host[64];
+    snprintf(host, sizeof host, "DUCKLING_HOST=127.0.0.1:%d", fs.port);
+    const char *env[] = {host, NULL};
+    proc_result r;
+
+    /* a streamed chat: content on stdout, thinking on stderr, the call as a JSON line, the
+     * final object's timings; the request carries the options, messages, think */
+    const char *a1[] = {"run", "some/model", "hi", "--temperature", "0", "--think", "--verbose", "--keepalive", "10m", NULL};
+    REQUIRE(spawn_env(&r, NULL, a1, env) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_STR(r.out, "Hello world\n{\"name\":\"f\",\"arguments\":{\"a\":1}}\n");
+    CHECK_MSG(strstr(r.err, "Thinking...\nhmm\n...done thinking.\n") != NULL, "%s", r.err);
+    CHECK(strstr(r.err, "total duration:       5.000ms\n") != NULL);
+    CHECK(strstr(r.err, "load duration:        1.000ms\n") != NULL);
+    CHECK(strstr(r.err, "prompt eval count:    3 token(s)\n") != NULL);
+    CHECK(strstr(r.err, "eval rate:            2000.00 tokens/s\n") != NULL);
+    proc_free(&r);
+    char *reqs = fake_take(&fs);
+    CHECK_MSG(strstr(reqs, "GET / \n") != NULL, "%s", reqs);
+    CHECK(strstr(reqs, "POST /api/chat {\"model\":\"some/model\",\"stream\":true,\"options\":{\"temperature\":0.0},") != NULL);
+    CHECK(strstr(reqs, "\"keep_alive\":\"10m\"") != NULL);
+    CHECK(strstr(reqs, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]") != NULL);
+    CHECK(strstr(reqs, "\"think\":true") != NULL);
+    dk_free(reqs);
+
+    /* the server's error: one line, exit 1 (a refused request, and one that fails midway) */
+    const char *a2[] = {"run", "missing", "hi", NULL};
+    REQUIRE(spawn_env(&r, NULL, a2, env) == 0);
+    CHECK_EQ_INT(r.status, 1);
+    CHECK_EQ_STR(r.err, "duckling run: model 'missing' not found\n");
+    proc_free(&r);
+    const char *a3[] = {"run", "midway", "hi", "--hide-thinking", NULL};
+    REQUIRE(spawn_env(&r, NULL, a3, env) == 0);
+    CHECK_EQ_INT(r.status, 1);
+    CHECK_EQ_STR(r.err, "duckling run: the model broke\n");
+    proc_free(&r);
+
+    /* a chat keeps the conversation: the second request has the first answer in it */
+    const char *a4[] = {"run", "m", NULL};
+    REQUIRE(spawn_env(&r, "hi\n/show info\n/show parameters\nagain\n", a4, env) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_MSG(strstr(r.out, "    architecture        qwen2\n    parameters          494.03M\n    context length      32768\n") != NULL,
+              "%s", r.out);
+    CHECK(strstr(r.out, "Model defined parameters:\ntemperature 0.7\n") != NULL);
+    proc_free(&r);
+    reqs = fake_take(&fs);
+    CHECK_MSG(strstr(reqs, "{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"Hello world\","
+                           "\"tool_calls\":[{\"function\":{\"name\":\"f\",\"arguments\":{\"a\":1}}}]},"
+                           "{\"role\":\"user\",\"content\":\"again\"}]") != NULL,
+              "%s", reqs);
+    dk_free(reqs);
+
+    /* --local never asks */
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    const char *a5[] = {"run", model, "Once upon a time", "--local", "--raw", "-n", "3", "--temperature", "0", NULL};
+    REQUIRE(spawn_env(&r, NULL, a5, env) == 0);
+    CHECK_EQ_STR(r.out, ", there was");
+    proc_free(&r);
+    reqs = fake_take(&fs);
+    CHECK_EQ_STR(reqs, "");
+    dk_free(reqs);
+
+    /* ps: Ollama's columns */
+    const char *a6[] = {"ps", NULL};
+    REQUIRE(spawn_env(&r, NULL, a6, env) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_INT(count_lines(r.out), 3);
+    CHECK(strncmp(r.out, "NAME ", 5) == 0 && strstr(r.out, " ID ") && strstr(r.out, " SIZE ") && strstr(r.out, " PROCESSOR ") &&
+          strstr(r.out, " CONTEXT ") && strstr(r.out, " UNTIL\n"));
+    CHECK_MSG(strstr(r.out, "qwen2.5:0.5b") && strstr(r.out, " a8b0c5157701 ") && strstr(r.out, " 1.2 GB ") &&
+              strstr(r.out, " 100% CPU ") && strstr(r.out, " 4096 ") && strstr(r.out, " Forever\n"), "%s", r.out);
+    CHECK_MSG(strstr(r.out, "tiny:latest") && strstr(r.out, " 532 MB ") && strstr(r.out, " 4 minutes from now\n"), "%s", r.out);
+    proc_free(&r);
+    fake_stop(&fs);
+}
+
+/* ---- the real server ---- */
+
+/* GET / on 127.0.0.1:port; 1 when it answers 200. */
+static int http_root_ok(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0) return 0;
+    char buf[256] = "";
+    int ok = 0;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        fake_write_all(fd, "GET / HTTP/1.0\r\n\r\n", 18);
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        if (n > 0) buf[n] = 0;
+        ok = strncmp(buf, "HTTP/1.", 7) == 0 && strstr(buf, " 200 ") != NULL;
+    }
+    close(fd);
+    return ok;
+}
+
+TEST(cli, run_through_duckling_serve)
+{
+    if (!binary_ready()) return;
+    char model[1024];
+    test_kit_file(model, sizeof model, STORIES);
+    int port = 0;
+    int probe = listen_any(&port);
+    REQUIRE(probe >= 0);
+    close(probe);
+    char port_s[16], host[64], models[512], ollama[512], err_path[512];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    snprintf(host, sizeof host, "DUCKLING_HOST=127.0.0.1:%d", port);
+    snprintf(models, sizeof models, "DUCKLING_MODELS=%s/serve-models", test_tmpdir());
+    snprintf(ollama, sizeof ollama, "OLLAMA_MODELS=%s/serve-ollama", test_tmpdir());
+    snprintf(err_path, sizeof err_path, "%s/serve.err", test_tmpdir());
+    const char *env[] = {host, models, ollama, NULL};
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (devnull < 0 || err < 0) _exit(127);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(err, 2);
+        child_env(env);
+        const char *argv[] = {test_cli_path(), "serve", "--host", "127.0.0.1", "--port", port_s, NULL};
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    /* wait (at most 20 s) for it to answer, or to die */
+    int up = 0, st = 0, exited = 0;
+    for (int i = 0; i < 200 && !up && !exited; i++) {
+        if (waitpid(pid, &st, WNOHANG) == pid) exited = 1;
+        else if (http_root_ok(port)) up = 1;
+        else usleep(100000);
+    }
+    if (!up) {
+        char *e = NULL, er[DK_ERRLEN];
+        size_t n = 0;
+        dk_file_read(err_path, 1 << 20, &e, &n, er);
+        test_fail_at(__FILE__, __LINE__, "duckling serve --port %d %s; its stderr: %s", port,
+                     exited ? "exited at once" : "did not answer GET / within 20 s", e ? e : "");
+        dk_free(e);
+        if (!exited) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        }
+        return;
+    }
+    char *local = run_once(model, "Once upon a time");
+    const char *args[] = {"run", model, "Once upon a time", "--temperature", "0", "-n", "20", "--verbose", NULL};
+    proc_result r;
+    int spawned = spawn_env(&r, NULL, args, env);
+    if (spawned == 0) {
+        CHECK_MSG(r.status == 0, "run through the server: status %d, stderr '%s'", r.status, r.err);
+        CHECK_EQ_STR(r.out, local);
+        CHECK_MSG(strstr(r.err, "eval count:           20 token(s)") != NULL, "%s", r.err);
+        proc_free(&r);
+        /* the model is resident now: ps lists it */
+        const char *ps[] = {"ps", NULL};
+        if (spawn_env(&r, NULL, ps, env) == 0) {
+            CHECK_EQ_INT(r.status, 0);
+            CHECK_MSG(count_lines(r.out) == 2 && strstr(r.out, "stories260K") && strstr(r.out, "100% CPU"), "%s", r.out);
+            proc_free(&r);
+        }
+        /* a chat through a pipe: the first answer is the one-shot one */
+        const char *chat[] = {"run", model, "-n", "20", NULL};
+        if (spawn_env(&r, "/set parameter temperature 0\nOnce upon a time\n", chat, env) == 0) {
+            CHECK_EQ_INT(r.status, 0);
+            dk_buf want = {0};
+            dk_buf_printf(&want, "Set parameter 'temperature' to '0'\n%s\n", local ? local : "");
+            CHECK_EQ_STR(r.out, want.data);
+            dk_buf_free(&want);
+            proc_free(&r);
+        }
+    }
+    dk_free(local);
+    kill(pid, SIGTERM);
+    waitpid(pid, &st, 0);
+    REQUIRE(spawned == 0);
+}
+
+/* ---- at a terminal: libedit, history, Ctrl-C at the prompt ---- */
+
+/* Reads from the pty into out until needle appears after offset *from (then *from moves past
+ * it), the child closes the terminal, or timeout_ms pass. 1 when found. */
+static int pty_expect(int fd, dk_buf *out, size_t *from, const char *needle, int timeout_ms)
+{
+    uint64_t deadline = dk_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    for (;;) {
+        const char *hit = out->data && *from <= out->len ? strstr(out->data + *from, needle) : NULL;
+        if (hit) {
+            *from = (size_t)(hit - out->data) + strlen(needle);
+            return 1;
+        }
+        uint64_t now = dk_now_ns();
+        if (now >= deadline) return 0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1) <= 0) continue;
+        char buf[1024];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return 0; /* EIO: the child closed the terminal */
+        dk_buf_append(out, buf, (size_t)n);
+    }
+}
+
+TEST(cli, run_chat_at_a_terminal)
+{
+    if (!binary_ready()) return;
+    char model[1024], history[512], history_env[600];
+    test_kit_file(model, sizeof model, STORIES);
+    char *one = run_once(model, "Once upon a time");
+    REQUIRE(one);
+    snprintf(history, sizeof history, "%s/tty-history", test_tmpdir());
+    snprintf(history_env, sizeof history_env, "DUCKLING_HISTORY=%s", history);
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    REQUIRE(master >= 0);
+    REQUIRE(grantpt(master) == 0 && unlockpt(master) == 0);
+    const char *slave_name = ptsname(master);
+    REQUIRE(slave_name);
+    const char *env[] = {history_env, "TERM=dumb", NULL};
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        setsid();
+        int slave = open(slave_name, O_RDWR); /* becomes the controlling terminal */
+        if (slave < 0) _exit(127);
+        dup2(slave, 0);
+        dup2(slave, 1);
+        dup2(slave, 2);
+        close(master);
+        child_env(env);
+        const char *argv[] = {test_cli_path(), "run", model, "--temperature", "0", "-n", "20", NULL};
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    dk_buf out = {0};
+    size_t from = 0;
+    char first_line[256];
+    dk_strlcpy(first_line, one, sizeof first_line);
+    first_line[strcspn(first_line, "\n")] = 0;
+    CHECK_MSG(pty_expect(master, &out, &from, ">>> ", 20000), "no prompt: '%s'", out.data ? out.data : "");
+    fake_write_all(master, "Once upon a time\r", 17);
+    CHECK_MSG(pty_expect(master, &out, &from, first_line, 20000), "no answer: '%s'", out.data ? out.data : "");
+    CHECK(pty_expect(master, &out, &from, ">>> ", 20000));
+    fake_write_all(master, "\003", 1); /* Ctrl-C at the prompt: a hint, not the end */
+    CHECK_MSG(pty_expect(master, &out, &from, "Use Ctrl + d or /bye to exit.", 20000), "'%s'", out.data ? out.data : "");
+    CHECK(pty_expect(master, &out, &from, ">>> ", 20000));
+    fake_write_all(master, "/bye\r", 5);
+    pty_expect(master, &out, &from, "\001never\001", 20000); /* read until it closes the terminal */
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d, output '%s'", st, out.data ? out.data : "");
+    close(master);
+    char *h = NULL, e[DK_ERRLEN];
+    size_t n = 0;
+    CHECK_MSG(dk_file_read(history, 1 << 20, &h, &n, e) == DK_OK, "%s", e);
+    CHECK_MSG(h && strstr(h, "Once") && strstr(h, "/bye"), "history: '%s'", h ? h : "");
+    dk_free(h);
+    dk_buf_free(&out);
+    dk_free(one);
 }

@@ -10,10 +10,14 @@
 #ifndef DK_CLI_H
 #define DK_CLI_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "base/base.h"
 #include "engine/engine.h"
 
 int cli_run(int argc, char **argv);
@@ -25,6 +29,14 @@ int cli_quantize(int argc, char **argv);
 int cli_convert_tokenizer(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_render(int argc, char **argv);
+int cli_serve(int argc, char **argv);   /* cmd_serve.c */
+int cli_pull(int argc, char **argv);    /* cmd_store.c: the model store commands */
+int cli_list(int argc, char **argv);
+int cli_show(int argc, char **argv);
+int cli_rm(int argc, char **argv);
+int cli_cp(int argc, char **argv);
+int cli_create(int argc, char **argv);
+int cli_ps(int argc, char **argv);      /* cmd_ps.c: asks the running server */
 
 /* ---- helpers (args.c) ---- */
 
@@ -51,5 +63,88 @@ int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_th
 
 /* Usage text of a command, or NULL for an unknown one (main.c). */
 const char *cli_usage(const char *cmd);
+
+/* ---- the HTTP client of a running server (client.c) ----
+ * Requests to a duckling (or Ollama) server's /api/ endpoints over libcurl, one at a time,
+ * never through a proxy. Errors: DK_ERR_IO "could not connect to a running duckling server at
+ * HOST:PORT" (or the network's reason), the server's own {"error": ...} message (DK_ERR_NOTFOUND
+ * for a 404, else DK_ERR_ARG), DK_ERR_FORMAT for a reply that is not JSON. */
+
+/* The server's base URL, "http://HOST:PORT" (no trailing slash), into url (cleared first).
+ * host: a --host value, or NULL for $DUCKLING_HOST, else $OLLAMA_HOST, else 127.0.0.1:11434;
+ * HOST, HOST:PORT, http://HOST[:PORT][/...] or https://...; the port defaults to 11434. */
+int cli_host_url(const char *host, dk_buf *url, char *err);
+/* "HOST:PORT" of such a URL (a pointer into it). */
+const char *cli_host_name(const char *url);
+/* True when GET / answers 200 (connect within connect_ms, the answer soon after). */
+bool cli_client_ping(const char *url, long connect_ms);
+/* GET url+path (e.g. "/api/ps") or POST body to it; *out (caller decrefs) is the reply. */
+int cli_client_get(const char *url, const char *path, json_t **out, char *err);
+int cli_client_post(const char *url, const char *path, const json_t *body, json_t **out, char *err);
+/* Receives each object of an NDJSON stream (borrowed for the call). Returns 0 to go on, > 0 to
+ * end the transfer quietly, or a negative DK_ERR code (message in err) to fail it. */
+typedef int (*cli_json_fn)(void *user, const json_t *obj, char *err);
+/* POSTs body to url+path and hands every line of the streamed reply to on_object. cancel (may
+ * be NULL) set non-zero ends the transfer (closing the connection, which cancels the server's
+ * work) and the call returns DK_OK. An {"error"} object ends it with that error. */
+int cli_client_stream(const char *url, const char *path, const json_t *body, cli_json_fn on_object, void *user,
+                      const atomic_int *cancel, char *err);
+
+/* ---- a conversation with a model, local or through a server (cmd_run.c, repl.c) ---- */
+typedef struct cli_chat cli_chat;
+
+/* What differs between the engine in this process and a server (cmd_run.c fills it in). */
+typedef struct cli_chat_ops {
+    /* Answers the user's text: appends it and the answer to chat->messages, streaming the
+     * answer to stdout (reasoning to stderr). An answer cancelled by chat->cancel is DK_OK and
+     * leaves messages as they were. Errors go to err. */
+    int (*turn)(cli_chat *chat, const char *text, char *err);
+    /* After /clear has emptied chat->messages: forget what the backend keeps besides them. */
+    void (*clear)(cli_chat *chat);
+    /* /show info|template|modelparams: prints that section on stdout; DK_ERR_NOTFOUND for a
+     * section the backend does not know. */
+    int (*show)(cli_chat *chat, const char *section, char *err);
+    /* After /set parameter changed chat->options (e.g. num_ctx: a new KV cache). */
+    int (*options_changed)(cli_chat *chat, char *err);
+} cli_chat_ops;
+
+/* What --verbose prints about one answer. */
+typedef struct cli_timings {
+    bool valid;              /* set by a turn that finished */
+    double total_ms, load_ms, prompt_ms, eval_ms;
+    size_t n_prompt, n_eval;
+} cli_timings;
+
+struct cli_chat {
+    const char *model;       /* MODEL as given on the command line (borrowed) */
+    json_t *options;         /* Ollama "options": what flags and /set parameter set (owned) */
+    json_t *messages;        /* the conversation: [system], user, assistant, ... (owned) */
+    json_t *format;          /* NULL, "json" or a JSON schema (owned) */
+    json_t *tools;           /* NULL or an array of tools (owned) */
+    const char *tool_choice; /* NULL (auto), "none", "required" or a tool name (borrowed) */
+    int think;               /* -1 the template's default, 0 off, 1 on */
+    bool raw, verbose, hide_thinking;
+    atomic_int cancel;       /* set by Ctrl-C while an answer is generated */
+    cli_timings last;        /* of the last answer (turn sets it) */
+    const cli_chat_ops *ops;
+    void *impl;              /* the backend's state (borrowed) */
+};
+
+/* Sets option key of an Ollama "options" object from the text value, checked by the key's type
+ * and range (temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, presence_penalty,
+ * frequency_penalty, seed, num_predict, num_ctx, num_thread; "stop" appends value to its
+ * array). label names the value in errors ("--top-k", or the key). DK_ERR_NOTFOUND for an
+ * unknown key, DK_ERR_ARG for a bad value. */
+int cli_option_set(json_t *options, const char *key, const char *label, const char *value, char *err);
+/* Replaces the conversation's leading system message (NULL or "" removes it). */
+int cli_chat_set_system(cli_chat *chat, const char *system, char *err);
+/* The interactive loop (repl.c): reads user input from stdin (with libedit, history in
+ * $DUCKLING_HISTORY or ~/.duckling/history, when it is a terminal; line by line otherwise),
+ * """ multi-line blocks, and the slash commands (/set, /show, /clear, /bye, /help); answers
+ * through chat->ops. Returns the exit status: 0 at /bye or the end of input, 1 when an answer
+ * failed and stdin is not a terminal (at a terminal the error is printed and the chat goes on). */
+int cli_repl(cli_chat *chat);
+/* Prints Ollama-style --verbose statistics on stderr. */
+void cli_print_timings(const cli_timings *t);
 
 #endif

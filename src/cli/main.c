@@ -16,9 +16,13 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command commands[] = {
-    {"run", cli_run, "generate text with a model (one prompt, or chat from stdin)",
+    {"run", cli_run, "generate text with a model (one prompt, or an interactive chat), locally or through a running server",
      "usage: duckling run MODEL [PROMPT] [options]\n"
-     "  Without PROMPT, reads one user message per line from stdin (\"/bye\" ends).\n"
+     "  Without PROMPT, an interactive chat (/? lists its commands; \"\"\" opens a multi-line message).\n"
+     "  Uses the server at $DUCKLING_HOST/$OLLAMA_HOST (default 127.0.0.1:11434) when one answers.\n"
+     "  --local                load the model here even when a server answers\n"
+     "  --host URL             use this server (it must answer)\n"
+     "  --keepalive DURATION   the server's keep_alive for the model (5m, 1h, -1)\n"
      "  --system TEXT          system message (chat mode)\n"
      "  --raw                  no chat template: tokenize PROMPT as it is (BOS as the vocab says)\n"
      "  --format json|FILE     JSON mode, or a JSON schema (file or inline), enforced by grammar\n"
@@ -77,6 +81,24 @@ static const cli_command commands[] = {
      "                       [--var KEY=JSON ...] [--bos TEXT] [--eos TEXT]\n"
      "  MESSAGES.json: an array of messages, or {\"messages\": [...], \"tools\": [...],\n"
      "  \"add_generation_prompt\": BOOL, ...extra variables}. Prints the prompt exactly.\n"},
+    {"serve", cli_serve, "serve the Ollama and OpenAI HTTP APIs",
+     "usage: duckling serve [--host 127.0.0.1] [--port 11434] [options]\n"
+     "  Also configured by DUCKLING_HOST (or OLLAMA_HOST) as HOST[:PORT] or http://HOST:PORT.\n"
+     "  See docs/api.md for the endpoints and the environment variables.\n"},
+    {"pull", cli_pull, "download a model from a registry",
+     "usage: duckling pull NAME [--insecure]\n"
+     "  NAME: MODEL[:TAG], NS/MODEL[:TAG], hf.co/USER/REPO[:QUANT] or HOST[:PORT]/NS/MODEL[:TAG].\n"
+     "  Resumes an interrupted download; every blob is sha256-verified.\n"},
+    {"list", cli_list, "list the models in the store", "usage: duckling list\n"},
+    {"ps", cli_ps, "list the models the running server has loaded", "usage: duckling ps [--host URL]\n"},
+    {"show", cli_show, "show a model's information",
+     "usage: duckling show MODEL [--modelfile | --template | --parameters | --system | --license]\n"},
+    {"rm", cli_rm, "remove models from the store", "usage: duckling rm MODEL...\n"},
+    {"cp", cli_cp, "copy a model to a new name", "usage: duckling cp SOURCE DESTINATION\n"},
+    {"create", cli_create, "create a model from a Modelfile",
+     "usage: duckling create NAME [-f Modelfile] [--quantize TYPE]\n"
+     "  Modelfile instructions: FROM (a model or a GGUF path), PARAMETER, TEMPLATE, SYSTEM,\n"
+     "  MESSAGE, LICENSE. Default file: ./Modelfile.\n"},
     {"convert-tokenizer", cli_convert_tokenizer, "make a vocab-only GGUF from a tokenizer",
      "usage: duckling convert-tokenizer TOKENIZER.json [TOKENIZER_CONFIG.json] -o OUT.gguf\n"
      "                                  [--arch NAME] [--pad-vocab N]\n"},
