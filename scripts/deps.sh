@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES="build-essential clang pkg-config libjansson-dev libpcre2-dev libutf8proc-dev \
-libmicrohttpd-dev libcurl4-openssl-dev libedit-dev"
+libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libedit-dev"
 
 missing=""
 for p in $DEB_PACKAGES; do

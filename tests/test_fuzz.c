@@ -22,6 +22,8 @@ static const fuzz_target fuzz_targets[] = {
     {"gguf", fuzz_gguf_one},
     {"grammar", fuzz_grammar_one},
     {"json_schema", fuzz_json_schema_one},
+    {"modelfile", fuzz_modelfile_one},
+    {"request", fuzz_request_one},
     {"template", fuzz_template_one},
     {"toolcall", fuzz_toolcall_one},
 };

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "store/store.h"
 
 int cli_error(const char *cmd, const char *fmt, ...)
 {
@@ -124,6 +127,22 @@ int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_th
     lp.vocab_only = vocab_only;
     lp.n_threads = n_threads;
     lp.exact = exact;
-    if (engine_model_load(out, model, &lp, err) != DK_OK) return cli_error(cmd, "%s", err);
-    return 0;
+    /* MODEL is a path when it reads as one (/..., ./..., ../..., *.gguf): loaded as given, so
+     * the engine reports what is wrong with the file; anything else is a store name (or a
+     * file the store finds by that name). */
+    size_t n = strlen(model);
+    bool is_path = model[0] == '/' || strncmp(model, "./", 2) == 0 || strncmp(model, "../", 3) == 0 ||
+                   (n > 5 && strcasecmp(model + n - 5, ".gguf") == 0);
+    if (is_path) {
+        if (engine_model_load(out, model, &lp, err) != DK_OK) return cli_error(cmd, "%s", err);
+        return 0;
+    }
+    store *st = NULL;
+    store_model *m = NULL;
+    int rc = store_open(&st, NULL, NULL, err);
+    if (rc == DK_OK) rc = store_resolve(st, model, &m, err);
+    if (rc == DK_OK) rc = engine_model_load(out, m->gguf_path, &lp, err);
+    store_model_free(m);
+    store_free(st);
+    return rc == DK_OK ? 0 : cli_error(cmd, "%s", err);
 }

@@ -57,7 +57,8 @@ int cli_parse_float(const char *cmd, const char *option, const char *s, float mi
  * each in [0, INT32_MAX]. 0 or -1 after cli_error. */
 int cli_parse_ids(const char *cmd, const char *option, const char *s, int32_t **ids, size_t *n_ids);
 
-/* Loads MODEL (a path to a .gguf file) or reports the error; 0 or 1. exact: the reference
+/* Loads MODEL (a path to a .gguf file, or a name in the model store, through store_resolve)
+ * or reports the error; 0 or 1. exact: the reference
  * numerics (engine_load_params.exact) instead of the fast ones. */
 int cli_load_model(const char *cmd, const char *model, bool vocab_only, int n_threads, bool exact, engine_model **out);
 

@@ -205,6 +205,13 @@ static int turn_tokens(engine_session *s, const dk_buf *prompt, int32_t **tokens
     return DK_OK;
 }
 
+/* engine_generate hands its callbacks the turn as user; the caller's token callback wants its own. */
+static int turn_on_token(void *user, int32_t token, float logprob, const engine_logprob *top, size_t n_top)
+{
+    const chat_turn *t = user;
+    return t->params->gen.on_token(t->params->gen.user, token, logprob, top, n_top);
+}
+
 int engine_chat(engine_session *session, const engine_chat_params *params, engine_chat_result *result, char *err)
 {
     memset(result, 0, sizeof(*result));
@@ -284,6 +291,7 @@ int engine_chat(engine_session *session, const engine_chat_params *params, engin
     rc = chat_parser_new(&turn.parser, &pp, err);
     if (rc != DK_OK) goto done;
     gen.on_text = turn_on_text;
+    if (gen.on_token) gen.on_token = turn_on_token;
     gen.user = &turn;
 
     rc = turn_tokens(session, &result->prompt, &tokens, &n_tokens, &result->n_prompt_reused, err);
