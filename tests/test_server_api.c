@@ -1301,3 +1301,37 @@ TEST(server_api, generate_template_override_and_thinking)
     dk_free(thought);
     srv_free(s);
 }
+
+/* A model created with a TEMPLATE (a Jinja chat template) renders its chats with it, on both
+ * APIs: greedy text equal to the engine's on the prompt that template makes. */
+TEST(server_api, stored_template_renders_chat)
+{
+    char path[512];
+    test_kit_file(path, sizeof path, STORIES);
+    srv *s = server_up();
+    REQUIRE(s);
+    json_t *r = POST_JSON(s, "/api/create",
+                          json_pack("{s:s,s:s,s:s,s:b}", "model", "templated", "from", path, "template",
+                                    "{% for m in messages %}{{ m.content }}{% endfor %} upon a", "stream", 0),
+                          200);
+    json_decref(r);
+    dk_buf want = {0};
+    REQUIRE(engine_greedy(path, "Once upon a", 12, &want) == DK_OK);
+    r = POST_JSON(s, "/api/chat",
+                  json_pack("{s:s,s:[{s:s,s:s}],s:b,s:{s:i,s:i}}", "model", "templated", "messages", "role", "user", "content",
+                            "Once", "stream", 0, "options", "temperature", 0, "num_predict", 12),
+                  200);
+    if (r) CHECK_EQ_STR(str_at(r, "message", "content"), want.data);
+    json_decref(r);
+    r = POST_JSON(s, "/v1/chat/completions",
+                  json_pack("{s:s,s:[{s:s,s:s}],s:i,s:i}", "model", "templated", "messages", "role", "user", "content", "Once",
+                            "temperature", 0, "max_tokens", 12),
+                  200);
+    if (r) {
+        json_t *msg = json_object_get(json_array_get(json_object_get(r, "choices"), 0), "message");
+        CHECK_EQ_STR(json_string_value(json_object_get(msg, "content")), want.data);
+    }
+    json_decref(r);
+    dk_buf_free(&want);
+    srv_free(s);
+}

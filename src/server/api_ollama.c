@@ -1,6 +1,6 @@
 /*
  * api_ollama.c: Ollama's generation and embedding endpoints, field for field as the `ollama`
- * client library sends and reads them (docs/api-generation.md):
+ * client library sends and reads them (docs/api.md):
  *
  *   POST /api/generate    a prompt through the model's chat template (or raw), "context"
  *                         tokens of an earlier exchange prepended; NDJSON stream by default

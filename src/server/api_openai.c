@@ -1,6 +1,6 @@
 /*
  * api_openai.c: OpenAI's generation and embedding endpoints, field for field as the `openai`
- * client library sends and reads them (docs/api-generation.md):
+ * client library sends and reads them (docs/api.md):
  *
  *   POST /v1/chat/completions  a conversation through engine_chat; tools, tool_choice,
  *                              response_format, logprobs; SSE chunks when streamed
