@@ -19,7 +19,7 @@ DEPS_STAMP := third_party/.deps-ok
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 CFLAGS  := -std=c11 $(OPT) -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -I$(DUCKDB_DIR)/include \
            -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -lm -lpthread
+LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -lmicrohttpd -lcurl -lcrypto -ledit -lm -lpthread
 LDFLAGS := -pthread $(EXTRA_LDFLAGS)
 
 ifeq ($(SAN),1)
@@ -92,7 +92,7 @@ test-asan:
 # (node + npm; installs into tests/node/node_modules).
 test-node: $(BIN)
 	bash tests/node/setup.sh
-	DUCKLING_BIN=$(BIN) node --test tests/node/tokenizers.test.mjs tests/node/templates.test.mjs
+	DUCKLING_BIN=$(BIN) node --test tests/node/tokenizers.test.mjs tests/node/templates.test.mjs tests/node/server.test.mjs
 
 # libFuzzer targets: fuzz/fuzz_<name>.c each define fuzz_<name>_one(data, size); the
 # libFuzzer entry point is added when DK_LIBFUZZER is set.
@@ -105,11 +105,15 @@ fuzz:
 	    $$f build/fuzz/libduckling.a $(LDLIBS) -o build/fuzz/$$n || exit 1; done
 
 # Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
-bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar
+bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar $(BUILD)/bench-batch
 $(BUILD)/bandwidth: bench/bandwidth.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -o $@ $< -pthread
 $(BUILD)/bench-grammar: bench/grammar.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -o $@ $< $(LIB) $(LDLIBS) $(LDFLAGS)
+
+$(BUILD)/bench-batch: bench/batch.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O2 -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -o $@ $< $(LIB) $(LDLIBS) $(LDFLAGS)
 

@@ -8,6 +8,7 @@
  *   build/bench-batch MODEL.gguf [-t THREADS] [-n TOKENS] [-c 1,2,4,8]
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ static void *run_job(void *arg)
     return NULL;
 }
 
-static double run_level(engine_model *model, engine_batcher *b, int n_clients, long n_predict, char *err)
+static double run_level(engine_model *model, engine_batcher *b, bool serial_mode, int n_clients, long n_predict, char *err)
 {
     job jobs[64];
     pthread_t th[64];
@@ -67,7 +68,7 @@ static double run_level(engine_model *model, engine_batcher *b, int n_clients, l
     memset(jobs, 0, sizeof jobs);
     for (int i = 0; i < n_clients; i++) {
         if (engine_session_new(&jobs[i].session, model, &sp, err) != DK_OK) return -1;
-        jobs[i].serial = b ? NULL : &serial;
+        jobs[i].serial = serial_mode ? &serial : NULL;
         jobs[i].n_predict = n_predict;
         jobs[i].seed = (unsigned)(i + 1);
     }
@@ -113,13 +114,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-batch: %s\n", err);
         return 1;
     }
+    printf("one session alone, no batcher (engine_generate): %.1f t/s\n", run_level(model, NULL, false, 1, n_predict, err));
     printf("%-8s %14s %14s %8s\n", "clients", "serial t/s", "batched t/s", "ratio");
     double base = 0;
     for (const char *p = levels; *p;) {
         int n = atoi(p);
         if (n < 1 || n > 64) break;
-        double serial = run_level(model, NULL, n, n_predict, err);
-        double batched = run_level(model, b, n, n_predict, err);
+        double serial = run_level(model, NULL, true, n, n_predict, err);
+        double batched = run_level(model, b, false, n, n_predict, err);
         if (base == 0) base = batched;
         printf("%-8d %14.1f %14.1f %8.2f   (batched vs 1 client batched: %.2fx)\n", n, serial, batched,
                batched / serial, batched / base);

