@@ -355,20 +355,13 @@ static int generate_tokens(srv_gen_job *job, const char *prompt, bool raw, char 
 void srv_api_generate(srv_request *rq)
 {
     char err[DK_ERRLEN];
-    json_t *body;
-    if (srv_parse_body(rq->body, rq->body_len, &body, err) != DK_OK) {
-        srv_reply_error(rq, 400, "%s", err);
-        return;
-    }
-    srv_gen_job *job = srv_gen_job_new(rq->server, body);
-    if (!job) {
-        srv_reply_error(rq, 500, "out of memory");
-        return;
-    }
+    srv_gen_job *job = srv_gen_job_from_request(rq);
+    if (!job) return;
+    json_t *body = job->body;
     bool stream, raw;
     const char *prompt = NULL, *suffix = NULL, *ignored;
     int rc = ollama_common(job, &stream, err);
-    if (rc == DK_OK) rc = srv_field_string(body, "prompt", &prompt, err);
+    if (rc == DK_OK) rc = srv_field_string(job->body, "prompt", &prompt, err);
     if (rc == DK_OK) rc = srv_field_string(body, "suffix", &suffix, err);
     if (rc == DK_OK) rc = srv_field_string(body, "system", &ignored, err);
     if (rc == DK_OK) rc = srv_field_string(body, "template", &ignored, err);
@@ -409,20 +402,13 @@ void srv_api_generate(srv_request *rq)
 void srv_api_chat(srv_request *rq)
 {
     char err[DK_ERRLEN];
-    json_t *body;
-    if (srv_parse_body(rq->body, rq->body_len, &body, err) != DK_OK) {
-        srv_reply_error(rq, 400, "%s", err);
-        return;
-    }
-    srv_gen_job *job = srv_gen_job_new(rq->server, body);
-    if (!job) {
-        srv_reply_error(rq, 500, "out of memory");
-        return;
-    }
+    srv_gen_job *job = srv_gen_job_from_request(rq);
+    if (!job) return;
+    json_t *body = job->body;
     job->chat = true;
     bool stream;
     int rc = ollama_common(job, &stream, err);
-    if (rc == DK_OK) rc = srv_ollama_messages(json_object_get(body, "messages"), &job->request_messages, err);
+    if (rc == DK_OK) rc = srv_ollama_messages(json_object_get(job->body, "messages"), &job->request_messages, err);
     if (rc == DK_OK) rc = srv_parse_tools(json_object_get(body, "tools"), &job->tools, err);
     if (rc != DK_OK) {
         srv_reply_error(rq, 400, "%s", err);
@@ -471,20 +457,13 @@ static json_t *floats_json(const float *v, size_t n)
 void srv_api_embed(srv_request *rq)
 {
     char err[DK_ERRLEN];
-    json_t *body;
-    if (srv_parse_body(rq->body, rq->body_len, &body, err) != DK_OK) {
-        srv_reply_error(rq, 400, "%s", err);
-        return;
-    }
-    srv_gen_job *job = srv_gen_job_new(rq->server, body);
-    if (!job) {
-        srv_reply_error(rq, 500, "out of memory");
-        return;
-    }
+    srv_gen_job *job = srv_gen_job_from_request(rq);
+    if (!job) return;
+    json_t *body = job->body;
     bool truncate;
     long long dimensions;
     srv_gen_options probe;
-    int rc = srv_parse_model(body, &job->model_name, err);
+    int rc = srv_parse_model(job->body, &job->model_name, err);
     if (rc == DK_OK) rc = srv_field_bool(body, "truncate", true, &truncate, err);
     if (rc == DK_OK) rc = srv_field_int(body, "dimensions", 1, 1 << 20, 0, &dimensions, err);
     if (rc == DK_OK) rc = srv_parse_keep_alive(json_object_get(body, "keep_alive"), &job->load.keep_alive_ns, err);
@@ -539,19 +518,12 @@ void srv_api_embed(srv_request *rq)
 void srv_api_embeddings(srv_request *rq)
 {
     char err[DK_ERRLEN];
-    json_t *body;
-    if (srv_parse_body(rq->body, rq->body_len, &body, err) != DK_OK) {
-        srv_reply_error(rq, 400, "%s", err);
-        return;
-    }
-    srv_gen_job *job = srv_gen_job_new(rq->server, body);
-    if (!job) {
-        srv_reply_error(rq, 500, "out of memory");
-        return;
-    }
+    srv_gen_job *job = srv_gen_job_from_request(rq);
+    if (!job) return;
+    json_t *body = job->body;
     const char *prompt = NULL;
     srv_gen_options probe;
-    int rc = srv_parse_model(body, &job->model_name, err);
+    int rc = srv_parse_model(job->body, &job->model_name, err);
     if (rc == DK_OK) rc = srv_field_string(body, "prompt", &prompt, err);
     if (rc == DK_OK) rc = srv_parse_keep_alive(json_object_get(body, "keep_alive"), &job->load.keep_alive_ns, err);
     if (rc == DK_OK) rc = srv_options_layered(NULL, json_object_get(body, "options"), &probe, err);

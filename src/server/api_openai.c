@@ -272,16 +272,11 @@ static int openai_loaded(srv_gen_job *job, char *err)
 /* Parses the body and makes the job and state; replies and returns NULL on failure. */
 static srv_gen_job *openai_begin(srv_request *rq, openai_state **state)
 {
-    char err[DK_ERRLEN];
-    json_t *body;
     *state = NULL;
-    if (srv_parse_body(rq->body, rq->body_len, &body, err) != DK_OK) {
-        srv_reply_error(rq, 400, "%s", err);
-        return NULL;
-    }
-    srv_gen_job *job = srv_gen_job_new(rq->server, body);
+    srv_gen_job *job = srv_gen_job_from_request(rq);
+    if (!job) return NULL;
     openai_state *s = dk_calloc(1, sizeof(*s));
-    if (!job || !s) {
+    if (!s) {
         srv_gen_job_free(job);
         dk_free(s);
         srv_reply_error(rq, 500, "out of memory");

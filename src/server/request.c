@@ -785,6 +785,19 @@ srv_gen_job *srv_gen_job_new(srv *server, json_t *body)
     return job;
 }
 
+srv_gen_job *srv_gen_job_from_request(srv_request *rq)
+{
+    char err[DK_ERRLEN];
+    json_t *body;
+    if (srv_parse_body(rq->body, rq->body_len, &body, err) != DK_OK) {
+        srv_reply_error(rq, 400, "%s", err);
+        return NULL;
+    }
+    srv_gen_job *job = srv_gen_job_new(rq->server, body);
+    if (!job) srv_reply_error(rq, 500, "out of memory");
+    return job;
+}
+
 /* The request's messages and the reply: what the next turn of this chat will start with. */
 static json_t *job_conversation_after(const srv_gen_job *job)
 {

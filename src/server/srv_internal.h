@@ -310,6 +310,9 @@ struct srv_gen_job {
 };
 /* Allocates a zeroed job (body stolen) with opts defaulted and t_start_ns set. */
 srv_gen_job *srv_gen_job_new(srv *server, json_t *body);
+/* The job of a request: its body parsed (400 on malformed JSON) and a new job (500 when out of
+ * memory); NULL after replying. */
+srv_gen_job *srv_gen_job_from_request(srv_request *rq);
 /* Releases the lease (with the conversation and reply for a chat) and frees everything. */
 void srv_gen_job_free(srv_gen_job *job);
 /* Acquires job->lease for job->model_name (the request's messages as the conversation).
