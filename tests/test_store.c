@@ -1376,6 +1376,34 @@ TEST(store, cli_commands)
     cli_out_free(&a);
     cli_out_free(&b);
 
+    /* run of a store model applies its Modelfile: TEMPLATE and PARAMETERs (flags still win) */
+    snprintf(text, sizeof text,
+             "FROM ./tiny.gguf\nTEMPLATE \"\"\"{%% for m in messages %%}{{ m.content }}{%% endfor %%} upon a\"\"\"\n"
+             "PARAMETER temperature 0\nPARAMETER num_predict 8\n");
+    snprintf(path, sizeof path, "%s/Modelfile.styled", work);
+    REQUIRE(dk_file_write(path, text, strlen(text), e) == DK_OK);
+    const char *create_styled[] = {"create", "styled", "-f", path, NULL};
+    REQUIRE(run_cli(&r, models, "/", create_styled) == 0);
+    CHECK_MSG(r.status == 0, "create styled: %s", r.err);
+    cli_out_free(&r);
+    const char *run_styled[] = {"run", "styled", "Once", "--local", NULL};
+    const char *run_rendered[] = {"run", model, "Once upon a", "--raw", "--temperature", "0", "-n", "8", NULL};
+    const char *run_styled_n[] = {"run", "styled", "Once", "--local", "-n", "3", NULL};
+    REQUIRE(run_cli(&a, models, NULL, run_styled) == 0);
+    REQUIRE(run_cli(&b, models, NULL, run_rendered) == 0);
+    CHECK_MSG(a.status == 0, "run styled: %s", a.err);
+    CHECK(a.out[0] != 0);
+    CHECK_EQ_STR(a.out, b.out);
+    cli_out_free(&a);
+    REQUIRE(run_cli(&a, models, NULL, run_styled_n) == 0);
+    CHECK(strlen(a.out) < strlen(b.out) && strncmp(a.out, b.out, strlen(a.out)) == 0);
+    cli_out_free(&a);
+    cli_out_free(&b);
+    const char *rm_styled[] = {"rm", "styled", NULL};
+    REQUIRE(run_cli(&r, models, NULL, rm_styled) == 0);
+    CHECK_EQ_INT(r.status, 0);
+    cli_out_free(&r);
+
     const char *cp[] = {"cp", "tiny", "me/tiny:copy", NULL};
     REQUIRE(run_cli(&r, models, NULL, cp) == 0);
     CHECK_EQ_INT(r.status, 0);

@@ -47,6 +47,7 @@ typedef struct run_ctx {
     size_t session_n_ctx;
     int session_threads;
     uint64_t random_seed;    /* when no seed is set */
+    char *template_text;     /* the store's TEMPLATE when it is a Jinja template (owned), or NULL */
     /* server */
     dk_buf url;              /* "http://HOST:PORT" */
     char *remote_model;      /* the name sent (an absolute path for a file) */
@@ -220,6 +221,7 @@ static int local_chat_turn(run_ctx *x, const char *text, const engine_generate_p
     cp.tool_name = cp.tool_choice == ENGINE_TOOL_NAMED ? chat->tool_choice : NULL;
     cp.format = chat->format;
     cp.think = chat->think;
+    cp.template_text = x->template_text;
     cp.gen = *gen;
     cp.on_reasoning = write_reasoning;
     engine_chat_result r;
@@ -311,10 +313,43 @@ static int local_options_changed(cli_chat *chat, char *err) { return local_sessi
 
 static const cli_chat_ops local_ops = {local_turn, local_clear, local_show, local_options_changed};
 
+/* A model from the store brings its Modelfile's settings, as the server applies them: its
+ * PARAMETERs under the options given here, its SYSTEM when there is no --system, its
+ * MESSAGEs before the conversation, its TEMPLATE when it is Jinja (Ollama's Go templates are
+ * not: the GGUF's own template is used then). A path has none. */
+static int apply_store_record(run_ctx *x, char *err)
+{
+    store *st = NULL;
+    store_model *m = NULL;
+    int rc = store_open(&st, NULL, NULL, err);
+    if (rc == DK_OK) rc = store_resolve(st, x->chat.model, &m, err);
+    store_free(st);
+    if (rc != DK_OK) return rc;
+    const char *key;
+    json_t *v;
+    json_object_foreach(m->params, key, v) {
+        if (!json_object_get(x->chat.options, key)) json_object_set(x->chat.options, key, v);
+    }
+    if (m->system && !x->system && !x->chat.raw) rc = cli_chat_set_system(&x->chat, m->system, err);
+    size_t i;
+    json_array_foreach(m->messages, i, v) {
+        if (rc == DK_OK && json_array_append(x->chat.messages, v) != 0) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
+    chat_template *t = NULL;
+    char why[DK_ERRLEN];
+    if (rc == DK_OK && m->template_text && chat_template_parse(&t, m->template_text, strlen(m->template_text), why) == DK_OK)
+        x->template_text = dk_strdup(m->template_text);
+    chat_template_free(t);
+    store_model_free(m);
+    return rc;
+}
+
 static int local_open(run_ctx *x)
 {
     if (cli_load_model(CMD, x->chat.model, false, (int)option_size(x->chat.options, "num_thread"), x->exact, &x->model))
         return -1;
+    char err0[DK_ERRLEN];
+    if (apply_store_record(x, err0) != DK_OK) return cli_error(CMD, "%s", err0), -1;
     if (engine_is_embedding(x->model)) return cli_error(CMD, "%s is an embedding model; use duckling embed", x->chat.model), -1;
     char err[DK_ERRLEN];
     if (local_session(x, err) != DK_OK) return cli_error(CMD, "%s", err), -1;
@@ -706,6 +741,7 @@ done:
     dk_buf_free(&x.answer);
     dk_buf_free(&x.reasoning);
     dk_free(x.remote_model);
+    dk_free(x.template_text);
     json_decref(x.remote_context);
     json_decref(x.show);
     json_decref(x.calls);
