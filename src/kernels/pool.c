@@ -3,11 +3,16 @@
  * parallel sections (a few microseconds each), so waking sleeping threads through a
  * condition variable for each one would cost more than the work. Instead:
  *
- *   - a run publishes (fn, ctx, n_tasks) and then bumps an atomic generation number;
+ *   - a run publishes (fn, ctx, n_tasks), opens its claim counter and then bumps an atomic
+ *     generation number;
  *   - workers spin on the generation for a while (pause instruction) and only then fall
  *     asleep on a condition variable; the caller signals it only when someone sleeps;
- *   - everyone, the caller included, claims task indices from one atomic counter;
- *   - the caller spins until every worker has reported the generation done.
+ *   - everyone, the caller included, claims task indices from one atomic counter that also
+ *     holds the run's generation (gen << 32 | index), so a worker that wakes late cannot
+ *     claim a task of a later run with the state of an earlier one;
+ *   - the caller waits until every task is done, not until every worker has looked: a worker
+ *     the OS has not scheduled (more runnable threads than cores, as in a server whose request
+ *     threads sample between steps) holds nothing up unless it is inside a task.
  *
  * The sleeping handshake is a Dekker pair of sequentially consistent operations: a worker
  * announces itself in n_sleeping and then re-reads the generation; the caller bumps the
@@ -29,9 +34,15 @@ static inline void cpu_relax(void) { __asm__ volatile("yield" ::: "memory"); }
 static inline void cpu_relax(void) {}
 #endif
 
-/* Spins before a worker sleeps: long enough to bridge the serial gaps of a forward pass
- * (norms, rope, sampling between tokens), short enough not to burn a core when idle. */
-#define POOL_SPIN_ROUNDS 50000
+/* Spins before a worker sleeps: long enough to bridge the serial gaps inside a forward pass
+ * (norms, rope, attention bookkeeping), short enough not to take a core from the threads
+ * that sample between forward passes. */
+#define POOL_SPIN_ROUNDS 20000
+/* The caller spins this long for the last tasks before it yields its core. */
+#define POOL_WAIT_SPIN_ROUNDS 50000
+#define CLAIM_CLOSED 0xffffffffu /* the index of a finished run: nothing left to claim */
+
+typedef void (*kern_pool_task_fn)(void *ctx, int i_task, int n_tasks, int i_thread);
 
 typedef struct pool_worker {
     kern_pool *p;
@@ -43,26 +54,39 @@ struct kern_pool {
     int n_workers;              /* n_threads - 1 started threads */
     pthread_t *threads;         /* (n_workers) */
     pool_worker *workers;       /* (n_workers) their arguments */
-    void (*fn)(void *ctx, int i_task, int n_tasks, int i_thread); /* written before generation is bumped */
-    void *ctx;
+    /* the run's work, written before its claim counter opens; atomic because a late worker may
+     * read them while the caller writes the next run's (it then fails to claim) */
+    _Atomic(kern_pool_task_fn) fn;
+    _Atomic(void *) ctx;
     void (*plain_fn)(void *ctx, int i_task, int n_tasks);         /* kern_pool_run's, called through plain_task */
     void *plain_ctx;
-    int n_tasks;
+    atomic_int n_tasks;
+    uint64_t run;                                    /* the caller's count of runs (== generation) */
     _Alignas(64) atomic_uint_least64_t generation;   /* bumped once per run */
-    _Alignas(64) atomic_int next_task;
-    _Alignas(64) atomic_int n_done;                  /* workers done with the current generation */
+    _Alignas(64) atomic_uint_least64_t claim;        /* run << 32 | next task index */
+    _Alignas(64) atomic_int n_done;                  /* tasks done in the current run */
     _Alignas(64) atomic_int n_sleeping;
     atomic_bool quit;
     pthread_mutex_t mu;
     pthread_cond_t wake;
 };
 
-static void pool_work(kern_pool *p, int i_thread)
+/* Claims and runs tasks of run `run` until none is left (or a later run has begun). */
+static void pool_work(kern_pool *p, uint64_t run, int i_thread)
 {
     for (;;) {
-        int i = atomic_fetch_add_explicit(&p->next_task, 1, memory_order_relaxed);
-        if (i >= p->n_tasks) break;
-        p->fn(p->ctx, i, p->n_tasks, i_thread);
+        uint64_t v = atomic_load(&p->claim);
+        if (v >> 32 != (run & 0xffffffffu)) return;
+        /* read before the claim; a successful claim proves they were this run's (the caller
+         * closes a run before it writes the next one's fields, and the counter never repeats) */
+        kern_pool_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        int n_tasks = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+        uint32_t i = (uint32_t)v;
+        if (i == CLAIM_CLOSED || (int64_t)i >= n_tasks) return;
+        if (!atomic_compare_exchange_weak(&p->claim, &v, v + 1)) continue;
+        fn(ctx, (int)i, n_tasks, i_thread);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
     }
 }
 
@@ -91,8 +115,7 @@ static void *pool_main(void *arg)
     for (;;) {
         seen = pool_wait_generation(p, seen);
         if (atomic_load(&p->quit)) break;
-        pool_work(p, w->i_thread);
-        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+        pool_work(p, seen, w->i_thread);
     }
     return NULL;
 }
@@ -104,7 +127,10 @@ kern_pool *kern_pool_new(int n_threads)
     if (!p) return NULL;
     p->n_threads = n_threads;
     atomic_init(&p->generation, 0);
-    atomic_init(&p->next_task, 0);
+    atomic_init(&p->claim, (uint64_t)CLAIM_CLOSED);
+    atomic_init(&p->fn, NULL);
+    atomic_init(&p->ctx, NULL);
+    atomic_init(&p->n_tasks, 0);
     atomic_init(&p->n_done, 0);
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->quit, false);
@@ -152,22 +178,25 @@ void kern_pool_run_threads(kern_pool *p, void (*fn)(void *ctx, int i_task, int n
         for (int i = 0; i < n_tasks; i++) fn(ctx, i, n_tasks, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_tasks = n_tasks;
-    atomic_store_explicit(&p->next_task, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
+    uint64_t run = ++p->run;
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_relaxed);
+    atomic_store(&p->n_done, 0);
+    atomic_store(&p->claim, (run & 0xffffffffu) << 32); /* open: index 0 */
     atomic_fetch_add(&p->generation, 1); /* seq_cst: publishes the fields above, pairs with n_sleeping */
     if (atomic_load(&p->n_sleeping) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->wake);
         pthread_mutex_unlock(&p->mu);
     }
-    pool_work(p, 0);
-    for (long r = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) < p->n_workers; r++) {
-        if (r < POOL_SPIN_ROUNDS) cpu_relax();
-        else sched_yield(); /* a worker was descheduled (more threads than cores) */
+    pool_work(p, run, 0);
+    for (long r = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) < n_tasks; r++) {
+        if (r < POOL_WAIT_SPIN_ROUNDS) cpu_relax();
+        else sched_yield(); /* a worker inside a task was descheduled */
     }
+    /* closed before the next run writes its fields, so no late worker claims with these */
+    atomic_store(&p->claim, ((run & 0xffffffffu) << 32) | CLAIM_CLOSED);
 }
 
 static void plain_task(void *ctx, int i_task, int n_tasks, int i_thread)
