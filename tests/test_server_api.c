@@ -1335,3 +1335,46 @@ TEST(server_api, stored_template_renders_chat)
     dk_buf_free(&want);
     srv_free(s);
 }
+
+/* A conversation's next turn lands on the slot that holds its KV prefix: Ollama's
+ * prompt_eval_count counts only the new tokens, OpenAI's usage shows the cached ones. */
+TEST(server_api, next_turn_reuses_the_kv_prefix)
+{
+    char path[512];
+    test_kit_file(path, sizeof path, STORIES);
+    srv *s = server_up();
+    REQUIRE(s);
+    json_t *r1 = POST_JSON(s, "/api/chat",
+                           json_pack("{s:s,s:[{s:s,s:s}],s:b,s:{s:i,s:i}}", "model", path, "messages", "role", "user", "content",
+                                     "Once upon a time", "stream", 0, "options", "temperature", 0, "num_predict", 12),
+                           200);
+    REQUIRE(r1);
+    json_int_t first = json_integer_value(json_object_get(r1, "prompt_eval_count"));
+    const char *answer = str_at(r1, "message", "content");
+    REQUIRE(answer);
+    json_t *turn2 = json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s}]", "role", "user", "content", "Once upon a time", "role",
+                              "assistant", "content", answer, "role", "user", "content", "And then?");
+    json_t *r2 = POST_JSON(s, "/api/chat",
+                           json_pack("{s:s,s:O,s:b,s:{s:i,s:i}}", "model", path, "messages", turn2, "stream", 0, "options",
+                                     "temperature", 0, "num_predict", 4),
+                           200);
+    json_t *r3 = POST_JSON(s, "/v1/chat/completions",
+                           json_pack("{s:s,s:O,s:i,s:i}", "model", path, "messages", turn2, "temperature", 0, "max_tokens", 4), 200);
+    if (r2) {
+        json_int_t second = json_integer_value(json_object_get(r2, "prompt_eval_count"));
+        /* the first turn's prompt is in the cache: only what follows it is evaluated */
+        CHECK_MSG(second > 0 && second + first <= 2 * first + 24, "first %lld second %lld", (long long)first, (long long)second);
+    }
+    if (r3) {
+        json_t *usage = json_object_get(r3, "usage");
+        json_int_t cached = json_integer_value(json_object_get(json_object_get(usage, "prompt_tokens_details"), "cached_tokens"));
+        json_int_t total = json_integer_value(json_object_get(usage, "prompt_tokens"));
+        CHECK_MSG(cached >= first && cached < total, "cached %lld of %lld (first turn %lld)", (long long)cached, (long long)total,
+                  (long long)first);
+    }
+    json_decref(turn2);
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(r3);
+    srv_free(s);
+}

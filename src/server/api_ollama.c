@@ -32,7 +32,8 @@ static void ollama_add_timings(json_t *o, const srv_gen_job *job)
 {
     json_object_set_new(o, "total_duration", json_integer((json_int_t)(dk_now_ns() - job->t_start_ns)));
     json_object_set_new(o, "load_duration", json_integer((json_int_t)(job->lease.load_ms * 1e6)));
-    json_object_set_new(o, "prompt_eval_count", json_integer((json_int_t)(job->timings.n_prompt + job->n_prompt_reused)));
+    /* as Ollama counts: the prompt tokens evaluated, not those found in the KV cache already */
+    json_object_set_new(o, "prompt_eval_count", json_integer((json_int_t)job->timings.n_prompt));
     json_object_set_new(o, "prompt_eval_duration", json_integer((json_int_t)(job->timings.prompt_ms * 1e6)));
     json_object_set_new(o, "eval_count", json_integer((json_int_t)job->timings.n_eval));
     json_object_set_new(o, "eval_duration", json_integer((json_int_t)(job->timings.eval_ms * 1e6)));

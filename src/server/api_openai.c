@@ -38,8 +38,9 @@ static void openai_id(char *buf, size_t n, const char *prefix)
 static json_t *openai_usage(const srv_gen_job *job)
 {
     size_t prompt = job->timings.n_prompt + job->n_prompt_reused, completion = job->timings.n_eval;
-    return json_pack("{s:I,s:I,s:I}", "prompt_tokens", (json_int_t)prompt, "completion_tokens", (json_int_t)completion,
-                     "total_tokens", (json_int_t)(prompt + completion));
+    return json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens", (json_int_t)prompt, "completion_tokens", (json_int_t)completion,
+                     "total_tokens", (json_int_t)(prompt + completion), "prompt_tokens_details", "cached_tokens",
+                     (json_int_t)job->n_prompt_reused);
 }
 
 /* {"id","object","created","model","system_fingerprint","choices":[choice]} */

@@ -342,24 +342,23 @@ static int check_abort(const srv_sched *sched, const atomic_int *cancel, char *e
 
 /* ---- slots ---- */
 
-static size_t messages_prefix(const json_t *stored, const json_t *conv, bool *is_prefix)
+/* How many leading messages (role and content) two conversations share. */
+static size_t messages_common(const json_t *stored, const json_t *conv)
 {
-    *is_prefix = false;
     if (!json_is_array(stored) || !json_is_array(conv)) return 0;
-    size_t n = json_array_size(stored);
-    if (n == 0 || n > json_array_size(conv)) return 0;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *a = json_array_get(stored, i), *b = json_array_get(conv, i);
+    size_t n = 0, max = json_array_size(stored) < json_array_size(conv) ? json_array_size(stored) : json_array_size(conv);
+    for (; n < max; n++) {
+        const json_t *a = json_array_get(stored, n), *b = json_array_get(conv, n);
         if (!json_equal(json_object_get(a, "role"), json_object_get(b, "role")) ||
             !json_equal(json_object_get(a, "content"), json_object_get(b, "content")))
-            return 0;
+            break;
     }
-    *is_prefix = true;
     return n;
 }
 
-/* The idle slot to use: the one whose last conversation the new one continues (the longest),
- * else an empty one, else the least recently used. -1 when all are busy. */
+/* The idle slot to use: the one whose last conversation shares the most leading messages
+ * with the new one (its next turn, or the same question asked again with another last
+ * message), else an empty one, else the least recently used. -1 when all are busy. */
 static int slot_choose_locked(const srv_runner *r, const json_t *conversation, size_t *n_reused)
 {
     int best = -1;
@@ -368,13 +367,12 @@ static int slot_choose_locked(const srv_runner *r, const json_t *conversation, s
     for (int i = 0; i < r->n_slots; i++) {
         const sched_slot *s = &r->slots[i];
         if (s->busy) continue;
-        bool is_prefix;
-        size_t n = messages_prefix(s->conversation, conversation, &is_prefix);
-        long score = is_prefix ? (long)n : (!s->conversation && !s->session) ? 0 : -1;
+        size_t n = messages_common(s->conversation, conversation);
+        long score = n > 0 ? (long)n : (!s->conversation && !s->session) ? 0 : -1;
         if (score > best_score || (score == best_score && s->last_used_ns < r->slots[best].last_used_ns)) {
             best = i;
             best_score = score;
-            *n_reused = is_prefix ? n : 0;
+            *n_reused = n;
         }
     }
     return best;

@@ -347,10 +347,12 @@ describe('ollama client', hasServer(), () => {
     assert.ok(show.capabilities.includes('thinking'), `qwen3 template: ${show.capabilities}`);
     // The Qwen3 template closes an empty <think></think> itself when thinking is off, so
     // `think` must reach the template: the prompts differ.
+    // (keep_alive 0: each request gets a fresh session, so prompt_eval_count, which counts
+    // only the tokens not already in the KV cache, is the whole prompt)
     const ask = [{ role: 'user', content: '2+2?' }];
-    const on = await ollama.chat({ model: 'qwen', messages: ask, think: true, stream: false,
+    const on = await ollama.chat({ model: 'qwen', messages: ask, think: true, stream: false, keep_alive: 0,
       options: { temperature: 0, num_predict: 20 } });
-    const off = await ollama.chat({ model: 'qwen', messages: ask, think: false, stream: false,
+    const off = await ollama.chat({ model: 'qwen', messages: ask, think: false, stream: false, keep_alive: 0,
       options: { temperature: 0, num_predict: 20 } });
     assert.ok(off.prompt_eval_count > on.prompt_eval_count, `think false adds the empty section (${off.prompt_eval_count} vs ${on.prompt_eval_count})`);
     assert.equal(off.message.thinking, undefined, 'think false: no thinking');
