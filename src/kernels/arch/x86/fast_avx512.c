@@ -451,7 +451,7 @@ static inline int pk_bk(const enum gguf_tensor_type T) { return T == GGUF_TYPE_Q
  * and odd k-groups), and the sub-blocks' epilogues overlap the next sums. */
 static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor_type T, const uint8_t *gbase, size_t gsb_bytes,
                                                           int64_t n_sb, const uint8_t *xa, size_t xa_stride, float *y,
-                                                          int64_t y_stride, __mmask16 rmask, const int MR)
+                                                          int64_t y_stride, __mmask16 rmask, bool stream, const int MR)
 {
     const int sbk = pk_sbk(T), bk = pk_bk(T), n_sub = sbk / bk, per_sub = bk / 4;
     const size_t a_sb = 4 + 4 * (size_t)n_sub + (size_t)sbk, q_off = 4 + 4 * (size_t)n_sub;
@@ -461,8 +461,9 @@ static inline __attribute__((always_inline)) void pk_tile(const enum gguf_tensor
     for (int64_t sb = 0; sb < n_sb; sb++) {
         const uint8_t *o = gbase + (size_t)sb * gsb_bytes;
         const uint8_t *a = xa + (size_t)sb * a_sb;
-        /* decode streams the weights once: fetch ahead of the hardware prefetcher */
-        if (MR == 1)
+        /* decode (one token, or the few rows of a batched decode step) streams the weights
+         * once: fetch ahead of the hardware prefetcher */
+        if (stream)
             for (size_t l = 0; l < gsb_bytes; l += 64) _mm_prefetch((const char *)(o + PK_PREFETCH + l), _MM_HINT_T0);
         __m512 tmp[8];
 #pragma GCC unroll 8
@@ -514,7 +515,8 @@ static inline __attribute__((always_inline)) void pk_gemm(const enum gguf_tensor
     const uint8_t *g = p->data + (size_t)(group * p->n_sb) * p->gsb_bytes;
     __mmask16 rm = n_rows >= 16 ? 0xFFFF : (__mmask16)((1u << n_rows) - 1);
     int64_t t = 0;
-#define PK(MR) pk_tile(T, g, p->gsb_bytes, p->n_sb, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, rm, MR)
+    const bool stream = n_tok <= 8; /* one or two tiles: each weight is read once */
+#define PK(MR) pk_tile(T, g, p->gsb_bytes, p->n_sb, xa + (size_t)t * xa_stride, xa_stride, y + t * y_stride, y_stride, rm, stream, MR)
     KERN_TOKEN_TILES(t, n_tok, 6, PK);
 #undef PK
 }
