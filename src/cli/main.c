@@ -82,7 +82,9 @@ static const cli_command commands[] = {
      "  MESSAGES.json: an array of messages, or {\"messages\": [...], \"tools\": [...],\n"
      "  \"add_generation_prompt\": BOOL, ...extra variables}. Prints the prompt exactly.\n"},
     {"serve", cli_serve, "serve the Ollama and OpenAI HTTP APIs",
-     "usage: duckling serve [--host 127.0.0.1] [--port 11434] [options]\n"
+     "usage: duckling serve [--host 127.0.0.1] [--port 11434] [--parallel N] [--ctx N] [--threads N] [--quiet]\n"
+     "  --parallel N   sessions per model, their generations batched together (default 4)\n"
+     "  --ctx N        context of each session (default 4096, at most the model's)\n"
      "  Also configured by DUCKLING_HOST (or OLLAMA_HOST) as HOST[:PORT] or http://HOST:PORT.\n"
      "  See docs/api.md for the endpoints and the environment variables.\n"},
     {"pull", cli_pull, "download a model from a registry",
