@@ -14,6 +14,8 @@
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,10 +174,34 @@ static char *history_file(void)
 /* libedit's own reader retries a read that a signal interrupted, so Ctrl-C at the prompt would
  * do nothing; this one reports it (-1 with errno EINTR ends el_gets). It decodes UTF-8, since
  * libedit wants characters. 1: a character, 0: end of input, -1: error. */
+/* Waits until stdin is readable or Ctrl-C comes, whichever is first: SIGINT stays blocked
+ * except inside ppoll, so one that arrives just before the wait is not lost (a plain read
+ * would then block with the flag already set). 0, or -1 with errno EINTR. */
+static int wait_input(void)
+{
+    sigset_t block, orig;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &orig);
+    int rc = 0;
+    if (interrupted) {
+        errno = EINTR;
+        rc = -1;
+    } else {
+        struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+        rc = ppoll(&pfd, 1, NULL, &orig) < 0 ? -1 : 0;
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &orig, NULL);
+    errno = saved;
+    return rc;
+}
+
 static int reader_getc(EditLine *el, wchar_t *out)
 {
     (void)el;
     unsigned char b;
+    if (wait_input() != 0) return -1;
     ssize_t n = read(STDIN_FILENO, &b, 1);
     if (n <= 0) return n == 0 ? 0 : -1;
     int more = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2 : (b & 0xF8) == 0xF0 ? 3 : -1;
