@@ -19,8 +19,8 @@ DEPS_STAMP := third_party/.deps-ok
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes $(WERROR)
 CFLAGS  := -std=c11 $(OPT) -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -I$(DUCKDB_DIR)/include \
            -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -lmicrohttpd -lcurl -lcrypto -ledit -lm -lpthread
-LDFLAGS := -pthread $(EXTRA_LDFLAGS)
+LDLIBS  := -ljansson -lpcre2-8 -lutf8proc -lmicrohttpd -lcurl -lcrypto -ledit -L$(DUCKDB_DIR)/lib -lduckdb -lm -lpthread
+LDFLAGS := -pthread -Wl,-rpath,$(abspath $(DUCKDB_DIR)/lib) $(EXTRA_LDFLAGS)
 
 ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -102,7 +102,7 @@ fuzz:
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang $$f -> build/fuzz/$$n"; \
 	  clang -std=c11 -O1 -g -DDK_LIBFUZZER -D_GNU_SOURCE -Isrc -Itests -fsanitize=fuzzer,address,undefined \
-	    $$f build/fuzz/libduckling.a $(LDLIBS) -o build/fuzz/$$n || exit 1; done
+	    $$f build/fuzz/libduckling.a $(LDLIBS) -Wl,-rpath,$(abspath $(DUCKDB_DIR)/lib) -o build/fuzz/$$n || exit 1; done
 
 # Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
 bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar $(BUILD)/bench-batch

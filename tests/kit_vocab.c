@@ -3,6 +3,10 @@
  */
 #include "kit_vocab.h"
 
+#include <stdio.h>
+
+#include "convert/convert.h"
+
 #include "test.h"
 
 const sample_vocab *kit_sample_vocab(const char *relative, engine_model **model)
@@ -21,4 +25,22 @@ const sample_vocab *kit_sample_vocab(const char *relative, engine_model **model)
         return NULL;
     }
     return v;
+}
+
+const char *kit_qwen_vocab_model(void)
+{
+    static char path[512];
+    char vocab[512], err[DK_ERRLEN];
+    if (!path[0]) {
+        snprintf(path, sizeof path, "%s/qwen-vocab-tiny.gguf", test_tmpdir());
+        convert_synth_opts o = {.preset = "qwen-vocab-tiny", .quant = "Q8_0", .out_path = path, .seed = 7,
+                                .vocab_from = test_kit_file(vocab, sizeof vocab, "tokenizer/ggml-vocab-qwen2.gguf"),
+                                .n_threads = 1};
+        if (convert_synth(&o, NULL, err) != DK_OK) {
+            test_fail_at(__FILE__, __LINE__, "synth: %s", err);
+            path[0] = 0;
+            return NULL;
+        }
+    }
+    return path;
 }

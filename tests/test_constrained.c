@@ -20,10 +20,10 @@
 #include "convert/convert.h"
 #include "engine/engine.h"
 #include "json_validate.h"
+#include "kit_vocab.h"
 #include "sample/sample.h"
 
 #define STORIES "forward/stories260K/stories260K.F32.gguf"
-#define QWEN_VOCAB "tokenizer/ggml-vocab-qwen2.gguf"
 
 static engine_model *load_kit_model(const char *relative)
 {
@@ -40,21 +40,12 @@ static engine_model *load_kit_model(const char *relative)
     return m;
 }
 
-/* A tiny qwen3 with the Qwen vocabulary and chat template of the kit, written once per run. */
+/* A tiny qwen3 with the Qwen vocabulary and chat template of the kit (kit_vocab.h), loaded. */
 static engine_model *load_qwen_vocab_model(void)
 {
-    static char path[512];
-    char vocab[512], err[DK_ERRLEN];
-    if (!path[0]) {
-        snprintf(path, sizeof path, "%s/qwen-vocab-tiny.gguf", test_tmpdir());
-        convert_synth_opts o = {.preset = "qwen-vocab-tiny", .quant = "Q8_0", .out_path = path, .seed = 7,
-                                .vocab_from = test_kit_file(vocab, sizeof vocab, QWEN_VOCAB), .n_threads = 1};
-        if (convert_synth(&o, NULL, err) != DK_OK) {
-            test_fail_at(__FILE__, __LINE__, "synth: %s", err);
-            path[0] = 0;
-            return NULL;
-        }
-    }
+    const char *path = kit_qwen_vocab_model();
+    if (!path) return NULL;
+    char err[DK_ERRLEN];
     engine_load_params lp;
     engine_load_params_default(&lp);
     lp.n_threads = 1;

@@ -9,6 +9,7 @@
  * tiny model with the Qwen template, embeddings of the kit's bert (float and base64), and bad
  * requests, after which the server still serves.
  */
+#include "kit_vocab.h"
 #include "test.h"
 
 #include <curl/curl.h>
@@ -435,7 +436,6 @@ TEST(server_api, base64_floats)
 
 #define STORIES "forward/stories260K/stories260K.F32.gguf"
 #define BERT "forward/bert-tiny/bert-tiny.F32.gguf"
-#define QWEN_VOCAB "tokenizer/ggml-vocab-qwen2.gguf"
 
 static srv *server_up(void)
 {
@@ -1025,22 +1025,7 @@ TEST(server_api, embeddings_float_base64_and_errors)
 }
 
 /* A tiny qwen3 with the real Qwen vocabulary and chat template (tools in the Hermes style). */
-static const char *qwen_tiny_path(void)
-{
-    static char path[512];
-    char vocab[512], err[DK_ERRLEN];
-    if (!path[0]) {
-        snprintf(path, sizeof path, "%s/server-qwen-vocab-tiny.gguf", test_tmpdir());
-        convert_synth_opts o = {.preset = "qwen-vocab-tiny", .quant = "Q8_0", .out_path = path, .seed = 7,
-                                .vocab_from = test_kit_file(vocab, sizeof vocab, QWEN_VOCAB), .n_threads = 1};
-        if (convert_synth(&o, NULL, err) != DK_OK) {
-            test_fail_at(__FILE__, __LINE__, "synth: %s", err);
-            path[0] = 0;
-            return NULL;
-        }
-    }
-    return path;
-}
+static const char *qwen_tiny_path(void) { return kit_qwen_vocab_model(); }
 
 static const char *const weather_tools =
     "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather of a city\","
