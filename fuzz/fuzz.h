@@ -17,6 +17,7 @@ int fuzz_grammar_one(const uint8_t *data, size_t size);
 int fuzz_json_schema_one(const uint8_t *data, size_t size);
 int fuzz_modelfile_one(const uint8_t *data, size_t size);
 int fuzz_request_one(const uint8_t *data, size_t size);
+int fuzz_sql_guard_one(const uint8_t *data, size_t size);
 int fuzz_template_one(const uint8_t *data, size_t size);
 int fuzz_toolcall_one(const uint8_t *data, size_t size);
 

@@ -24,6 +24,7 @@ static const fuzz_target fuzz_targets[] = {
     {"json_schema", fuzz_json_schema_one},
     {"modelfile", fuzz_modelfile_one},
     {"request", fuzz_request_one},
+    {"sql_guard", fuzz_sql_guard_one},
     {"template", fuzz_template_one},
     {"toolcall", fuzz_toolcall_one},
 };

@@ -1,0 +1,583 @@
+/*
+ * sql.c: opening and sealing DuckDB databases, the read-only guard, and query execution with
+ * a row limit and a timeout watchdog; the result object and its accessors.
+ *
+ * Why the query is wrapped: the C API's text accessors (duckdb_value_varchar) need a
+ * materialized result, so to keep max_rows from materializing a whole table the accepted query
+ * runs as `SELECT * FROM (\n<query>\n) AS dk_query LIMIT max_rows+1`. The wrapped text goes
+ * through the guard again, so a trick that fools the small lexer here (which only strips a
+ * trailing ';') can at worst make the query fail, never let a non-SELECT through.
+ * Renderings are in sql_render.c, the schema description in sql_describe.c.
+ */
+#include "sql/sql.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+/* duckdb.h declares a few `f()` functions without (void). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <duckdb.h>
+#pragma GCC diagnostic pop
+
+#define SQL_DEFAULT_MAX_ROWS 1000
+
+struct sql_db {
+    duckdb_database database;
+    duckdb_connection conn;
+    int is_file;          /* opened from a .duckdb file (sealed at open) */
+    int sealed;           /* external access off and configuration locked */
+    char **view_files;    /* (n_view_files) absolute paths behind the file views */
+    size_t n_view_files;
+};
+
+struct sql_result {
+    size_t n_rows, n_cols;
+    int truncated;
+    char **names;         /* (n_cols) */
+    char **types;         /* (n_cols) DuckDB type names */
+    sql_kind *kinds;      /* (n_cols) */
+    char **cells;         /* (n_rows * n_cols), row-major; NULL for SQL NULL */
+};
+
+/* ---- small helpers ---- */
+
+/* Appends s as a SQL string literal ('it''s'). */
+static void sql_buf_literal(dk_buf *b, const char *s)
+{
+    dk_buf_putc(b, '\'');
+    for (; *s; s++) {
+        if (*s == '\'') dk_buf_putc(b, '\'');
+        dk_buf_putc(b, *s);
+    }
+    dk_buf_putc(b, '\'');
+}
+
+/* Appends s as a quoted identifier ("my ""table"""). */
+static void sql_buf_ident(dk_buf *b, const char *s)
+{
+    dk_buf_putc(b, '"');
+    for (; *s; s++) {
+        if (*s == '"') dk_buf_putc(b, '"');
+        dk_buf_putc(b, *s);
+    }
+    dk_buf_putc(b, '"');
+}
+
+/* Fails with DuckDB's message made one line: lines joined with spaces, the caret line
+ * under "LINE 1: ..." dropped (its column is meaningless once joined). */
+static int sql_fail_duckdb(char *err, const char *message)
+{
+    dk_buf b = {0};
+    const char *p = message ? message : "unknown DuckDB error";
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        size_t blank = strspn(p, " ^");
+        if (n > 0 && blank < n) {
+            if (b.len) dk_buf_putc(&b, ' ');
+            dk_buf_append(&b, p, n);
+        }
+        p += n + (eol != NULL);
+    }
+    int rc = dk_fail(err, DK_ERR_FORMAT, "%s", b.data ? b.data : "unknown DuckDB error");
+    dk_buf_free(&b);
+    return rc;
+}
+
+/* Runs an internal statement (never user text) and fails with DuckDB's message. */
+static int sql_exec_internal(sql_db *db, const char *sql, char *err)
+{
+    duckdb_result r;
+    if (duckdb_query(db->conn, sql, &r) == DuckDBError) {
+        int rc = sql_fail_duckdb(err, duckdb_result_error(&r));
+        duckdb_destroy_result(&r);
+        return rc;
+    }
+    duckdb_destroy_result(&r);
+    return DK_OK;
+}
+
+/* Seals an in-memory database: only the view files stay readable, nothing can undo it. */
+static int sql_db_seal(sql_db *db, char *err)
+{
+    if (db->sealed) return DK_OK;
+    dk_buf b = {0};
+    dk_buf_puts(&b, "SET allowed_paths = [");
+    for (size_t i = 0; i < db->n_view_files; i++) {
+        if (i) dk_buf_puts(&b, ", ");
+        sql_buf_literal(&b, db->view_files[i]);
+    }
+    dk_buf_puts(&b, "]");
+    if (b.failed) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    int rc = DK_OK;
+    if (db->n_view_files) rc = sql_exec_internal(db, b.data, err);
+    dk_buf_free(&b);
+    if (rc == DK_OK) rc = sql_exec_internal(db, "SET enable_external_access = false", err);
+    if (rc == DK_OK) rc = sql_exec_internal(db, "SET lock_configuration = true", err);
+    if (rc == DK_OK) db->sealed = 1;
+    return rc;
+}
+
+/* ---- opening ---- */
+
+int sql_db_open(sql_db **out, const char *path, char *err)
+{
+    *out = NULL;
+    if (path) {
+        struct stat st;
+        if (stat(path, &st) != 0)
+            return dk_fail(err, errno == ENOENT ? DK_ERR_NOTFOUND : DK_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+        if (!S_ISREG(st.st_mode)) return dk_fail(err, DK_ERR_IO, "%s is not a regular file", path);
+    }
+    sql_db *db = dk_calloc(1, sizeof *db);
+    if (!db) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    duckdb_config config = NULL;
+    char *open_error = NULL;
+    int rc = DK_OK;
+    if (duckdb_create_config(&config) == DuckDBError) {
+        rc = dk_fail(err, DK_ERR_NOMEM, "duckdb_create_config failed");
+        goto fail;
+    }
+    /* A file is sealed from the start: read-only, no file system, no extension downloads. */
+    if (path && (duckdb_set_config(config, "access_mode", "READ_ONLY") == DuckDBError ||
+                 duckdb_set_config(config, "enable_external_access", "false") == DuckDBError ||
+                 duckdb_set_config(config, "autoinstall_known_extensions", "false") == DuckDBError ||
+                 duckdb_set_config(config, "lock_configuration", "true") == DuckDBError)) {
+        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "DuckDB refused the read-only configuration");
+        goto fail;
+    }
+    if (!path && duckdb_set_config(config, "autoinstall_known_extensions", "false") == DuckDBError) {
+        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "DuckDB refused the configuration");
+        goto fail;
+    }
+    if (duckdb_open_ext(path, &db->database, config, &open_error) == DuckDBError) {
+        rc = dk_fail(err, DK_ERR_IO, "cannot open %s: %s", path ? path : ":memory:", open_error ? open_error : "?");
+        goto fail;
+    }
+    if (duckdb_connect(db->database, &db->conn) == DuckDBError) {
+        rc = dk_fail(err, DK_ERR_IO, "cannot connect to %s", path ? path : ":memory:");
+        goto fail;
+    }
+    db->is_file = path != NULL;
+    db->sealed = path != NULL;
+    duckdb_destroy_config(&config);
+    *out = db;
+    return DK_OK;
+fail:
+    if (open_error) duckdb_free(open_error);
+    if (config) duckdb_destroy_config(&config);
+    sql_db_free(db);
+    return rc;
+}
+
+void sql_db_free(sql_db *db)
+{
+    if (!db) return;
+    if (db->conn) duckdb_disconnect(&db->conn);
+    if (db->database) duckdb_close(&db->database);
+    for (size_t i = 0; i < db->n_view_files; i++) dk_free(db->view_files[i]);
+    dk_free(db->view_files);
+    dk_free(db);
+}
+
+static int sql_ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+/* The DuckDB table function that reads file, or NULL for an unknown extension. */
+static const char *sql_reader_for(const char *file)
+{
+    if (sql_ends_with(file, ".csv") || sql_ends_with(file, ".tsv") || sql_ends_with(file, ".txt")) return "read_csv_auto";
+    if (sql_ends_with(file, ".parquet")) return "read_parquet";
+    if (sql_ends_with(file, ".json") || sql_ends_with(file, ".jsonl") || sql_ends_with(file, ".ndjson"))
+        return "read_json_auto";
+    return NULL;
+}
+
+int sql_db_add_file_view(sql_db *db, const char *file, const char *view_name, char *err)
+{
+    if (!db || !file || !view_name || !*view_name) return dk_fail(err, DK_ERR_ARG, "missing file or view name");
+    if (db->is_file) return dk_fail(err, DK_ERR_ARG, "file views need an in-memory database");
+    if (db->sealed) return dk_fail(err, DK_ERR_ARG, "file views must be added before the first query");
+    const char *reader = sql_reader_for(file);
+    if (!reader) return dk_fail(err, DK_ERR_UNSUPPORTED, "%s: not a .csv, .tsv, .parquet or .json file", file);
+    char *abs = realpath(file, NULL); /* libc malloc: copied into our allocator below */
+    if (!abs) return dk_fail(err, errno == ENOENT ? DK_ERR_NOTFOUND : DK_ERR_IO, "cannot open %s: %s", file, strerror(errno));
+    char *owned = dk_strdup(abs);
+    free(abs);
+    char **files = owned ? dk_realloc(db->view_files, (db->n_view_files + 1) * sizeof *files) : NULL;
+    if (!files) {
+        dk_free(owned);
+        return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
+    db->view_files = files;
+    dk_buf b = {0};
+    dk_buf_puts(&b, "CREATE VIEW ");
+    sql_buf_ident(&b, view_name);
+    dk_buf_printf(&b, " AS SELECT * FROM %s(", reader);
+    sql_buf_literal(&b, owned);
+    dk_buf_puts(&b, ")");
+    int rc = b.failed ? dk_fail(err, DK_ERR_NOMEM, "out of memory") : sql_exec_internal(db, b.data, err);
+    dk_buf_free(&b);
+    if (rc != DK_OK) {
+        dk_free(owned);
+        return rc;
+    }
+    db->view_files[db->n_view_files++] = owned;
+    return DK_OK;
+}
+
+/* ---- the guard ---- */
+
+static const char *sql_statement_type_name(duckdb_statement_type t)
+{
+    static const char *const names[] = {
+        "an invalid statement", "SELECT", "INSERT", "UPDATE", "EXPLAIN", "DELETE", "PREPARE", "CREATE",
+        "EXECUTE", "ALTER", "TRANSACTION", "COPY", "ANALYZE", "SET", "CREATE FUNCTION", "DROP", "EXPORT",
+        "PRAGMA", "VACUUM", "CALL", "SET", "INSTALL or LOAD", "RELATION", "EXTENSION", "LOGICAL PLAN", "ATTACH",
+        "DETACH", "MULTI",
+    };
+    if ((size_t)t < sizeof names / sizeof names[0]) return names[t];
+    return "an unknown statement";
+}
+
+/* Prepares sql if it is exactly one SELECT; *out (may be NULL) receives the statement. */
+static int sql_guard_prepare(sql_db *db, const char *sql, duckdb_prepared_statement *out, char *err)
+{
+    if (out) *out = NULL;
+    if (!db || !sql) return dk_fail(err, DK_ERR_ARG, "missing database or query");
+    int rc = sql_db_seal(db, err);
+    if (rc != DK_OK) return rc;
+    duckdb_extracted_statements extracted = NULL;
+    idx_t n = duckdb_extract_statements(db->conn, sql, &extracted);
+    duckdb_prepared_statement prepared = NULL;
+    if (n == 0) {
+        const char *why = extracted ? duckdb_extract_statements_error(extracted) : NULL;
+        rc = why ? sql_fail_duckdb(err, why) : dk_fail(err, DK_ERR_FORMAT, "the query is empty");
+        goto done;
+    }
+    if (n > 1) {
+        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "only one statement is allowed, found %llu", (unsigned long long)n);
+        goto done;
+    }
+    if (duckdb_prepare_extracted_statement(db->conn, extracted, 0, &prepared) == DuckDBError) {
+        const char *why = duckdb_prepare_error(prepared);
+        rc = sql_fail_duckdb(err, why ? why : "the query could not be prepared");
+        goto done;
+    }
+    duckdb_statement_type type = duckdb_prepared_statement_type(prepared);
+    if (type != DUCKDB_STATEMENT_TYPE_SELECT) {
+        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "only SELECT queries are allowed, not %s", sql_statement_type_name(type));
+        goto done;
+    }
+    if (out) {
+        *out = prepared;
+        prepared = NULL;
+    }
+done:
+    if (prepared) duckdb_destroy_prepare(&prepared);
+    duckdb_destroy_extracted(&extracted);
+    return rc;
+}
+
+int sql_check_query(sql_db *db, const char *sql, char *err)
+{
+    return sql_guard_prepare(db, sql, NULL, err);
+}
+
+/* Length of sql without a trailing ';' and what follows it (spaces, comments). A small lexer
+ * that knows '...' strings, "..." identifiers, -- and nested block comments. */
+static size_t sql_body_length(const char *sql)
+{
+    size_t end = 0; /* one past the last significant character */
+    const char *p = sql;
+    while (*p) {
+        if (p[0] == '-' && p[1] == '-') {
+            while (*p && *p != '\n') p++;
+        } else if (p[0] == '/' && p[1] == '*') {
+            int depth = 0;
+            do {
+                if (p[0] == '/' && p[1] == '*') depth++, p += 2;
+                else if (p[0] == '*' && p[1] == '/') depth--, p += 2;
+                else p++;
+            } while (*p && depth > 0);
+        } else if (*p == '\'' || *p == '"') {
+            char q = *p++;
+            while (*p && !(p[0] == q && p[1] != q)) p += (p[0] == q) ? 2 : 1;
+            if (*p) p++;
+            end = (size_t)(p - sql);
+        } else if (*p == ';' || *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f') {
+            p++;
+        } else {
+            p++;
+            end = (size_t)(p - sql);
+        }
+    }
+    return end;
+}
+
+/* ---- the timeout watchdog ---- */
+
+typedef struct sql_watchdog {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    duckdb_connection conn;
+    uint32_t timeout_ms;
+    int done;      /* set by the query thread when execution returned */
+    int fired;     /* set by the watchdog when it interrupted */
+} sql_watchdog;
+
+static void sql_deadline_after(struct timespec *ts, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) ts->tv_sec++, ts->tv_nsec -= 1000000000L;
+}
+
+static void *sql_watchdog_main(void *arg)
+{
+    sql_watchdog *w = arg;
+    struct timespec deadline;
+    sql_deadline_after(&deadline, w->timeout_ms);
+    pthread_mutex_lock(&w->mu);
+    while (!w->done) {
+        if (pthread_cond_timedwait(&w->cv, &w->mu, &deadline) == ETIMEDOUT && !w->done) {
+            /* Interrupt again every 50 ms: one sent before execution began could be lost. */
+            w->fired = 1;
+            duckdb_interrupt(w->conn);
+            sql_deadline_after(&deadline, 50);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* ---- results ---- */
+
+static const char *sql_type_name(duckdb_type t)
+{
+    switch (t) {
+    case DUCKDB_TYPE_BOOLEAN: return "BOOLEAN";
+    case DUCKDB_TYPE_TINYINT: return "TINYINT";
+    case DUCKDB_TYPE_SMALLINT: return "SMALLINT";
+    case DUCKDB_TYPE_INTEGER: return "INTEGER";
+    case DUCKDB_TYPE_BIGINT: return "BIGINT";
+    case DUCKDB_TYPE_UTINYINT: return "UTINYINT";
+    case DUCKDB_TYPE_USMALLINT: return "USMALLINT";
+    case DUCKDB_TYPE_UINTEGER: return "UINTEGER";
+    case DUCKDB_TYPE_UBIGINT: return "UBIGINT";
+    case DUCKDB_TYPE_HUGEINT: return "HUGEINT";
+    case DUCKDB_TYPE_UHUGEINT: return "UHUGEINT";
+    case DUCKDB_TYPE_FLOAT: return "FLOAT";
+    case DUCKDB_TYPE_DOUBLE: return "DOUBLE";
+    case DUCKDB_TYPE_DECIMAL: return "DECIMAL";
+    case DUCKDB_TYPE_VARCHAR: return "VARCHAR";
+    case DUCKDB_TYPE_BLOB: return "BLOB";
+    case DUCKDB_TYPE_DATE: return "DATE";
+    case DUCKDB_TYPE_TIME: return "TIME";
+    case DUCKDB_TYPE_TIMESTAMP: return "TIMESTAMP";
+    case DUCKDB_TYPE_TIMESTAMP_S: return "TIMESTAMP_S";
+    case DUCKDB_TYPE_TIMESTAMP_MS: return "TIMESTAMP_MS";
+    case DUCKDB_TYPE_TIMESTAMP_NS: return "TIMESTAMP_NS";
+    case DUCKDB_TYPE_TIMESTAMP_TZ: return "TIMESTAMP WITH TIME ZONE";
+    case DUCKDB_TYPE_TIME_TZ: return "TIME WITH TIME ZONE";
+    case DUCKDB_TYPE_INTERVAL: return "INTERVAL";
+    case DUCKDB_TYPE_UUID: return "UUID";
+    case DUCKDB_TYPE_ENUM: return "ENUM";
+    case DUCKDB_TYPE_LIST: return "LIST";
+    case DUCKDB_TYPE_STRUCT: return "STRUCT";
+    case DUCKDB_TYPE_MAP: return "MAP";
+    case DUCKDB_TYPE_ARRAY: return "ARRAY";
+    case DUCKDB_TYPE_UNION: return "UNION";
+    case DUCKDB_TYPE_BIT: return "BIT";
+    case DUCKDB_TYPE_SQLNULL: return "NULL";
+    default: return "OTHER";
+    }
+}
+
+static sql_kind sql_kind_of(duckdb_type t)
+{
+    switch (t) {
+    case DUCKDB_TYPE_TINYINT: case DUCKDB_TYPE_SMALLINT: case DUCKDB_TYPE_INTEGER: case DUCKDB_TYPE_BIGINT:
+    case DUCKDB_TYPE_UTINYINT: case DUCKDB_TYPE_USMALLINT: case DUCKDB_TYPE_UINTEGER: case DUCKDB_TYPE_UBIGINT:
+    case DUCKDB_TYPE_HUGEINT: case DUCKDB_TYPE_UHUGEINT:
+        return SQL_KIND_INTEGER;
+    case DUCKDB_TYPE_FLOAT: case DUCKDB_TYPE_DOUBLE: case DUCKDB_TYPE_DECIMAL:
+        return SQL_KIND_REAL;
+    case DUCKDB_TYPE_BOOLEAN:
+        return SQL_KIND_BOOL;
+    default:
+        return SQL_KIND_TEXT;
+    }
+}
+
+void sql_result_free(sql_result *res)
+{
+    if (!res) return;
+    for (size_t i = 0; i < res->n_cols; i++) {
+        if (res->names) dk_free(res->names[i]);
+        if (res->types) dk_free(res->types[i]);
+    }
+    if (res->cells)
+        for (size_t i = 0; i < res->n_rows * res->n_cols; i++) dk_free(res->cells[i]);
+    dk_free(res->names);
+    dk_free(res->types);
+    dk_free(res->kinds);
+    dk_free(res->cells);
+    dk_free(res);
+}
+
+/* Copies the first max_rows rows of a materialized result into our own object. */
+static int sql_result_build(duckdb_result *r, size_t max_rows, sql_result **out, char *err)
+{
+    size_t n_cols = (size_t)duckdb_column_count(r);
+    size_t n_all = (size_t)duckdb_row_count(r);
+    sql_result *res = dk_calloc(1, sizeof *res);
+    if (!res) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    res->n_rows = n_all < max_rows ? n_all : max_rows;
+    res->truncated = n_all > max_rows;
+    res->n_cols = n_cols;
+    size_t n_cells;
+    if (dk_mul_size(res->n_rows, n_cols, &n_cells)) goto nomem;
+    res->names = dk_calloc(n_cols ? n_cols : 1, sizeof *res->names);
+    res->types = dk_calloc(n_cols ? n_cols : 1, sizeof *res->types);
+    res->kinds = dk_calloc(n_cols ? n_cols : 1, sizeof *res->kinds);
+    res->cells = dk_calloc(n_cells ? n_cells : 1, sizeof *res->cells);
+    if (!res->names || !res->types || !res->kinds || !res->cells) goto nomem;
+    for (size_t c = 0; c < n_cols; c++) {
+        duckdb_type t = duckdb_column_type(r, c);
+        const char *name = duckdb_column_name(r, c);
+        res->names[c] = dk_strdup(name ? name : "");
+        res->kinds[c] = sql_kind_of(t);
+        if (t == DUCKDB_TYPE_DECIMAL) {
+            duckdb_logical_type lt = duckdb_column_logical_type(r, c);
+            char tmp[48];
+            snprintf(tmp, sizeof tmp, "DECIMAL(%u,%u)", (unsigned)duckdb_decimal_width(lt), (unsigned)duckdb_decimal_scale(lt));
+            duckdb_destroy_logical_type(&lt);
+            res->types[c] = dk_strdup(tmp);
+        } else {
+            res->types[c] = dk_strdup(sql_type_name(t));
+        }
+        if (!res->names[c] || !res->types[c]) goto nomem;
+    }
+    for (size_t row = 0; row < res->n_rows; row++) {
+        for (size_t c = 0; c < n_cols; c++) {
+            if (duckdb_value_is_null(r, c, row)) continue;
+            char *v = duckdb_value_varchar(r, c, row);
+            char *copy = dk_strdup(v ? v : "");
+            if (v) duckdb_free(v);
+            if (!copy) goto nomem;
+            res->cells[row * n_cols + c] = copy;
+        }
+    }
+    *out = res;
+    return DK_OK;
+nomem:
+    sql_result_free(res);
+    return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+}
+
+int sql_query(sql_db *db, const char *sql, const sql_limits *limits, sql_result **out, char *err)
+{
+    *out = NULL;
+    int rc = sql_check_query(db, sql, err);
+    if (rc != DK_OK) return rc;
+    size_t max_rows = limits && limits->max_rows ? limits->max_rows : SQL_DEFAULT_MAX_ROWS;
+    uint32_t timeout_ms = limits ? limits->timeout_ms : 0;
+    if (max_rows > (size_t)LLONG_MAX - 1) max_rows = (size_t)LLONG_MAX - 1;
+
+    dk_buf wrapped = {0};
+    dk_buf_puts(&wrapped, "SELECT * FROM (\n");
+    dk_buf_append(&wrapped, sql, sql_body_length(sql));
+    dk_buf_printf(&wrapped, "\n) AS dk_query LIMIT %zu", max_rows + 1);
+    if (wrapped.failed) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    duckdb_prepared_statement prepared = NULL;
+    rc = sql_guard_prepare(db, wrapped.data, &prepared, err);
+    dk_buf_free(&wrapped);
+    if (rc != DK_OK) return rc;
+
+    sql_watchdog w = {.conn = db->conn, .timeout_ms = timeout_ms};
+    pthread_t thread;
+    int watching = 0;
+    if (timeout_ms) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_mutex_init(&w.mu, NULL);
+        pthread_cond_init(&w.cv, &attr);
+        pthread_condattr_destroy(&attr);
+        if (pthread_create(&thread, NULL, sql_watchdog_main, &w) != 0) {
+            pthread_cond_destroy(&w.cv);
+            pthread_mutex_destroy(&w.mu);
+            duckdb_destroy_prepare(&prepared);
+            return dk_fail(err, DK_ERR_NOMEM, "cannot start the query watchdog");
+        }
+        watching = 1;
+    }
+    duckdb_result r;
+    duckdb_state state = duckdb_execute_prepared(prepared, &r);
+    int fired = 0;
+    if (watching) {
+        pthread_mutex_lock(&w.mu);
+        w.done = 1;
+        pthread_cond_signal(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(thread, NULL);
+        fired = w.fired;
+        pthread_cond_destroy(&w.cv);
+        pthread_mutex_destroy(&w.mu);
+    }
+    if (state == DuckDBError) {
+        if (fired) rc = dk_fail(err, DK_ERR_LIMIT, "query timed out after %u ms", (unsigned)timeout_ms);
+        else rc = sql_fail_duckdb(err, duckdb_result_error(&r));
+    } else {
+        rc = sql_result_build(&r, max_rows, out, err);
+    }
+    duckdb_destroy_result(&r);
+    duckdb_destroy_prepare(&prepared);
+    return rc;
+}
+
+/* ---- accessors ---- */
+
+size_t sql_result_n_rows(const sql_result *res) { return res ? res->n_rows : 0; }
+size_t sql_result_n_cols(const sql_result *res) { return res ? res->n_cols : 0; }
+int sql_result_truncated(const sql_result *res) { return res ? res->truncated : 0; }
+
+const char *sql_result_col_name(const sql_result *res, size_t i_col)
+{
+    return res && i_col < res->n_cols ? res->names[i_col] : NULL;
+}
+
+const char *sql_result_col_type_name(const sql_result *res, size_t i_col)
+{
+    return res && i_col < res->n_cols ? res->types[i_col] : NULL;
+}
+
+sql_kind sql_result_col_kind(const sql_result *res, size_t i_col)
+{
+    return res && i_col < res->n_cols ? res->kinds[i_col] : SQL_KIND_TEXT;
+}
+
+int sql_result_is_null(const sql_result *res, size_t i_row, size_t i_col)
+{
+    if (!res || i_row >= res->n_rows || i_col >= res->n_cols) return 0;
+    return res->cells[i_row * res->n_cols + i_col] == NULL;
+}
+
+const char *sql_result_value(const sql_result *res, size_t i_row, size_t i_col)
+{
+    if (!res || i_row >= res->n_rows || i_col >= res->n_cols) return NULL;
+    const char *v = res->cells[i_row * res->n_cols + i_col];
+    return v ? v : "NULL";
+}
