@@ -101,7 +101,7 @@ fuzz:
 	$(MAKE) BUILD=build/fuzz CC=clang SAN=1 OPT=-O1 EXTRA_CFLAGS="-fsanitize=fuzzer-no-link" build/fuzz/libduckling.a
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang $$f -> build/fuzz/$$n"; \
-	  clang -std=c11 -O1 -g -DDK_LIBFUZZER -D_GNU_SOURCE -Isrc -Itests -fsanitize=fuzzer,address,undefined \
+	  clang -std=c11 -O1 -g -DDK_LIBFUZZER -D_GNU_SOURCE -Isrc -Itests -I$(DUCKDB_DIR)/include -fsanitize=fuzzer,address,undefined \
 	    $$f build/fuzz/libduckling.a $(LDLIBS) -Wl,-rpath,$(abspath $(DUCKDB_DIR)/lib) -o build/fuzz/$$n || exit 1; done
 
 # Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
