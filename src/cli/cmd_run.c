@@ -19,8 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "convert/convert.h"
-#include "gguf/gguf.h"
 #include "store/store.h"
 
 #define CMD "run"
@@ -261,15 +259,6 @@ static void local_clear(cli_chat *chat)
     if (chat->raw && x->session) engine_session_clear(x->session);
 }
 
-/* "260K", "494.03M", "1.2B" as Ollama writes parameter counts. */
-static void format_count(char *buf, size_t n, uint64_t v)
-{
-    if (v >= 1000000000ull) snprintf(buf, n, v % 1000000000ull ? "%.1fB" : "%.0fB", (double)v / 1e9);
-    else if (v >= 1000000ull) snprintf(buf, n, v % 1000000ull ? "%.2fM" : "%.0fM", (double)v / 1e6);
-    else if (v >= 1000ull) snprintf(buf, n, "%.0fK", (double)v / 1e3);
-    else snprintf(buf, n, "%llu", (unsigned long long)v);
-}
-
 static void print_info_row(const char *key, const char *value) { printf("    %-20s%s\n", key, value); }
 
 static int local_show(cli_chat *chat, const char *section, char *err)
@@ -284,28 +273,23 @@ static int local_show(cli_chat *chat, const char *section, char *err)
     /* MODEL is a file or a name in the store (resolved as cli_load_model resolved it) */
     store *st = NULL;
     store_model *m = NULL;
-    gguf_file *f = NULL;
+    store_gguf_info info;
     int rc = store_open(&st, NULL, NULL, err);
     if (rc == DK_OK) rc = store_resolve(st, chat->model, &m, err);
-    if (rc == DK_OK) rc = gguf_open(&f, m->gguf_path, err);
+    if (rc == DK_OK) rc = store_gguf_info_read(m->gguf_path, &info, err);
     store_model_free(m);
     store_free(st);
     if (rc != DK_OK) return rc;
-    uint64_t n_params = 0;
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) n_params += (uint64_t)gguf_get_tensor(f, i)->n_elements;
-    uint32_t ftype = 0;
-    const char *quant = gguf_get_u32(f, "general.file_type", &ftype) == DK_OK ? convert_ftype_name((int)ftype) : NULL;
     char buf[64];
     puts("  Model");
     print_info_row("architecture", engine_arch(x->model));
-    format_count(buf, sizeof buf, n_params);
-    print_info_row("parameters", buf);
+    print_info_row("parameters", info.parameter_size);
     snprintf(buf, sizeof buf, "%zu", engine_n_ctx_train(x->model));
     print_info_row("context length", buf);
     snprintf(buf, sizeof buf, "%zu", engine_n_embd(x->model));
     print_info_row("embedding length", buf);
-    print_info_row("quantization", quant ? quant : "unknown");
-    gguf_close(f);
+    print_info_row("quantization", info.file_type[0] ? info.file_type : "unknown");
+    store_gguf_info_free(&info);
     return DK_OK;
 }
 

@@ -57,74 +57,7 @@ static void time_of_seconds(char buf[40], int64_t unix_seconds)
     srv_time_rfc3339(buf, unix_seconds > 0 ? (uint64_t)unix_seconds * 1000000000ull : 0);
 }
 
-/* ---- what the GGUF says ---- */
-
-typedef struct gguf_summary {
-    char arch[64];
-    uint64_t n_params;
-    char quant[16];
-    char *chat_template;  /* tokenizer.chat_template, or NULL (dk_free) */
-} gguf_summary;
-
-/* llama.cpp's general.file_type numbers. */
-static const char *file_type_name(uint32_t t)
-{
-    static const char *const names[] = {
-        [0] = "F32",     [1] = "F16",     [2] = "Q4_0",    [3] = "Q4_1",    [7] = "Q8_0",    [8] = "Q5_0",
-        [9] = "Q5_1",    [10] = "Q2_K",   [11] = "Q3_K_S", [12] = "Q3_K_M", [13] = "Q3_K_L", [14] = "Q4_K_S",
-        [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M", [18] = "Q6_K",   [32] = "BF16",
-    };
-    return t < sizeof names / sizeof names[0] ? names[t] : NULL;
-}
-
-/* The type most of the matrix weights have, when the file does not say. */
-static const char *dominant_type(const gguf_file *f)
-{
-    int64_t counts[GGUF_TYPE_COUNT] = {0};
-    for (int64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_get_tensor(f, i);
-        if (t->n_dims >= 2 && (int)t->type < GGUF_TYPE_COUNT) counts[t->type] += t->n_elements;
-    }
-    int best = -1;
-    for (int t = 0; t < GGUF_TYPE_COUNT; t++)
-        if (counts[t] && (best < 0 || counts[t] > counts[best])) best = t;
-    return best < 0 ? "unknown" : gguf_type_name((enum gguf_tensor_type)best);
-}
-
-static void gguf_summary_of(const gguf_file *f, gguf_summary *s)
-{
-    gguf_str str;
-    if (gguf_get_str(f, "general.architecture", &str) == DK_OK && str.len < sizeof s->arch) {
-        memcpy(s->arch, str.ptr, str.len);
-        s->arch[str.len] = 0;
-    }
-    if (gguf_get_u64(f, "general.parameter_count", &s->n_params) != DK_OK) {
-        s->n_params = 0;
-        for (int64_t i = 0; i < gguf_n_tensors(f); i++) s->n_params += (uint64_t)gguf_get_tensor(f, i)->n_elements;
-    }
-    uint32_t ft;
-    const char *q = gguf_get_u32(f, "general.file_type", &ft) == DK_OK ? file_type_name(ft) : NULL;
-    dk_strlcpy(s->quant, q ? q : dominant_type(f), sizeof s->quant);
-    if (gguf_get_str(f, "tokenizer.chat_template", &str) == DK_OK) s->chat_template = dk_strndup(str.ptr, str.len);
-}
-
-/* Ollama's human-readable parameter counts: "260K", "494.03M", "7.6B", "8B" (whole numbers
- * without decimals). */
-static void human_count(uint64_t n, char *buf, size_t size)
-{
-    static const struct {
-        uint64_t unit;
-        char suffix;
-        int decimals;
-    } scales[] = {{1000000000000ull, 'T', 1}, {1000000000ull, 'B', 1}, {1000000ull, 'M', 2}, {1000ull, 'K', 0}};
-    for (size_t i = 0; i < sizeof scales / sizeof scales[0]; i++) {
-        if (n < scales[i].unit) continue;
-        int decimals = n % scales[i].unit == 0 ? 0 : scales[i].decimals;
-        snprintf(buf, size, "%.*f%c", decimals, (double)n / (double)scales[i].unit, scales[i].suffix);
-        return;
-    }
-    snprintf(buf, size, "%llu", (unsigned long long)n);
-}
+/* ---- what the GGUF says (store_gguf_info) ---- */
 
 static const char *config_string(const store_model *m, const char *key)
 {
@@ -136,25 +69,20 @@ json_t *srv_model_details(const store_model *m, const engine_model *loaded_or_nu
     const char *family = config_string(m, "model_family");
     const char *size = config_string(m, "model_type");
     const char *quant = config_string(m, "file_type");
-    gguf_summary s = {{0}, 0, {0}, NULL};
-    char size_buf[32] = "";
+    store_gguf_info info = {0};
     if (!family || !size || !quant) {
-        gguf_file *f;
         char err[DK_ERRLEN];
-        if (gguf_open(&f, m->gguf_path, err) == DK_OK) {
-            gguf_summary_of(f, &s);
-            gguf_close(f);
-            human_count(s.n_params, size_buf, sizeof size_buf);
-        }
-        dk_free(s.chat_template);
-        if (!family) family = s.arch[0] ? s.arch : loaded_or_null ? engine_arch(loaded_or_null) : "";
-        if (!size) size = size_buf;
-        if (!quant) quant = s.quant;
+        if (store_gguf_info_read(m->gguf_path, &info, err) != DK_OK) memset(&info, 0, sizeof info);
+        if (!family) family = info.arch[0] ? info.arch : loaded_or_null ? engine_arch(loaded_or_null) : "";
+        if (!size) size = info.parameter_size;
+        if (!quant) quant = info.file_type[0] ? info.file_type : "unknown";
     }
     json_t *families = m->config ? json_object_get(m->config, "model_families") : NULL;
     families = json_is_array(families) ? json_incref(families) : json_pack("[s]", family);
-    return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "parent_model", m->parent ? m->parent : "", "format", "gguf",
-                     "family", family, "families", families, "parameter_size", size, "quantization_level", quant);
+    json_t *out = json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "parent_model", m->parent ? m->parent : "", "format", "gguf",
+                            "family", family, "families", families, "parameter_size", size, "quantization_level", quant);
+    store_gguf_info_free(&info);
+    return out;
 }
 
 /* One GGUF metadata value as JSON (arrays longer than max_array as null; max_array 0: all). */
@@ -199,7 +127,7 @@ static json_t *kv_json(const gguf_file *f, int64_t i, uint64_t max_array)
     }
 }
 
-static json_t *model_info_json(const gguf_file *f, const gguf_summary *s, bool verbose)
+static json_t *model_info_json(const gguf_file *f, const store_gguf_info *s, bool verbose)
 {
     json_t *info = json_object();
     for (int64_t i = 0; info && i < gguf_n_kv(f); i++)
@@ -319,8 +247,11 @@ void srv_api_show(srv_request *rq)
         srv_reply_error(rq, srv_status_of(rc), "%s", err);
         goto done;
     }
-    gguf_summary s = {{0}, 0, {0}, NULL};
-    gguf_summary_of(f, &s);
+    store_gguf_info s;
+    if ((rc = store_gguf_info_of(f, &s, err)) != DK_OK) {
+        srv_reply_error(rq, srv_status_of(rc), "%s", err);
+        goto done;
+    }
     const char *template_text = m->template_text ? m->template_text : s.chat_template;
     char *modelfile = store_modelfile_text(m);
     char *parameters = parameters_text(m->params);
@@ -334,7 +265,7 @@ void srv_api_show(srv_request *rq)
     if (out && json_is_array(m->messages)) json_object_set(out, "messages", m->messages);
     dk_free(modelfile);
     dk_free(parameters);
-    dk_free(s.chat_template);
+    store_gguf_info_free(&s);
     srv_reply_json(rq, out ? 200 : 500, out ? out : json_pack("{s:s}", "error", "out of memory"));
 done:
     gguf_close(f);

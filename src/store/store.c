@@ -767,6 +767,22 @@ static int append_text(char **dst, const char *more)
 }
 
 /* Fills m's layers from the manifest: the model file, the texts and the JSON layers. */
+/* A JSON layer (params, messages) into *slot, replacing what a base gave; it must be of type
+ * `type` (else DK_ERR_FORMAT with why_fmt, which takes the digest). */
+static int read_json_layer(store *st, const char *digest, json_type type, const char *why_fmt, json_t **slot, char *err)
+{
+    json_t *j = NULL;
+    int rc = read_json_blob(st, digest, &j, err);
+    if (rc == DK_OK && json_typeof(j) != type) rc = dk_fail(err, DK_ERR_FORMAT, why_fmt, digest);
+    if (rc != DK_OK) {
+        json_decref(j);
+        return rc;
+    }
+    json_decref(*slot);
+    *slot = j;
+    return DK_OK;
+}
+
 static int model_fill_layers(store *st, store_model *m, const store_manifest *mf, char *err)
 {
     int rc = DK_OK;
@@ -808,25 +824,9 @@ static int model_fill_layers(store *st, store_model *m, const store_manifest *mf
             if (rc == DK_OK && append_text(&m->license, text) != DK_OK) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
             dk_free(text);
         } else if (strcmp(l->media_type, STORE_MEDIA_PARAMS) == 0) {
-            json_t *j = NULL;
-            rc = read_json_blob(st, l->digest, &j, err);
-            if (rc == DK_OK && !json_is_object(j)) rc = dk_fail(err, DK_ERR_FORMAT, "params blob %s is not an object", l->digest);
-            if (rc == DK_OK) {
-                json_decref(m->params);
-                m->params = j;
-            } else {
-                json_decref(j);
-            }
+            rc = read_json_layer(st, l->digest, JSON_OBJECT, "params blob %s is not an object", &m->params, err);
         } else if (strcmp(l->media_type, STORE_MEDIA_MESSAGES) == 0) {
-            json_t *j = NULL;
-            rc = read_json_blob(st, l->digest, &j, err);
-            if (rc == DK_OK && !json_is_array(j)) rc = dk_fail(err, DK_ERR_FORMAT, "messages blob %s is not an array", l->digest);
-            if (rc == DK_OK) {
-                json_decref(m->messages);
-                m->messages = j;
-            } else {
-                json_decref(j);
-            }
+            rc = read_json_layer(st, l->digest, JSON_ARRAY, "messages blob %s is not an array", &m->messages, err);
         }
     }
     if (rc == DK_OK && !m->gguf_path)
@@ -1157,6 +1157,15 @@ int store_gguf_info_read(const char *path, store_gguf_info *out, char *err)
     gguf_file *f = NULL;
     int rc = gguf_open(&f, path, err);
     if (rc != DK_OK) return rc;
+    rc = store_gguf_info_of(f, out, err);
+    gguf_close(f);
+    return rc;
+}
+
+int store_gguf_info_of(const gguf_file *f, store_gguf_info *out, char *err)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = DK_OK;
     gguf_str arch = {0};
     if (gguf_get_str(f, "general.architecture", &arch) == DK_OK && arch.len < sizeof out->arch) {
         memcpy(out->arch, arch.ptr, arch.len);
@@ -1168,6 +1177,8 @@ int store_gguf_info_read(const char *path, store_gguf_info *out, char *err)
         out->n_params += (uint64_t)t->n_elements;
         if (t->n_dims >= 2 && (int)t->type < GGUF_TYPE_COUNT) n_by_type[t->type]++;
     }
+    uint64_t declared = 0;
+    if (gguf_get_u64(f, "general.parameter_count", &declared) == DK_OK && declared > 0) out->n_params = declared;
     human_count(out->n_params, out->parameter_size, sizeof out->parameter_size);
     uint32_t ftype = 0;
     const char *ftype_name = gguf_get_u32(f, "general.file_type", &ftype) == DK_OK ? convert_ftype_name((int)ftype) : NULL;
@@ -1190,7 +1201,6 @@ int store_gguf_info_read(const char *path, store_gguf_info *out, char *err)
         out->chat_template = dk_strndup(tmpl.ptr, tmpl.len);
         if (!out->chat_template) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
     }
-    gguf_close(f);
     return rc;
 }
 

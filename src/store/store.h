@@ -103,7 +103,7 @@ int store_blob_put_file(store *st, const char *path, char digest_out[72], char *
 /* ---- what a GGUF file says about itself (for the config blob, show, details) ---- */
 typedef struct store_gguf_info {
     char arch[64];              /* general.architecture ("llama", "qwen2", "bert", ...) */
-    uint64_t n_params;          /* elements of all tensors */
+    uint64_t n_params;          /* general.parameter_count, else the elements of all tensors */
     char parameter_size[24];    /* n_params as Ollama prints it: "8.0B", "494.03M", "260K" */
     char file_type[24];         /* "Q4_K_M", "F16", ...: general.file_type, else the most
                                    common type of the 2-D tensors */
@@ -115,6 +115,9 @@ typedef struct store_gguf_info {
 
 /* Opens (and validates) a GGUF only to read these. Free with store_gguf_info_free. */
 int store_gguf_info_read(const char *path, store_gguf_info *out, char *err);
+/* The same from a file already open (gguf/gguf.h; borrowed). */
+struct gguf_file;
+int store_gguf_info_of(const struct gguf_file *f, store_gguf_info *out, char *err);
 void store_gguf_info_free(store_gguf_info *info);
 
 /* ---- progress (pull and create) ---- */
