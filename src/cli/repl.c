@@ -201,7 +201,10 @@ static int reader_getc(EditLine *el, wchar_t *out)
 {
     (void)el;
     unsigned char b;
-    if (wait_input() != 0) return -1;
+    /* Ctrl-C ends this line as an end of input would (libedit retries a failed read whose
+     * signal it did not catch itself, e.g. one that came before it set up its handlers);
+     * reader_next then sees the flag and drops the line */
+    if (wait_input() != 0) return interrupted ? 0 : -1;
     ssize_t n = read(STDIN_FILENO, &b, 1);
     if (n <= 0) return n == 0 ? 0 : -1;
     int more = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2 : (b & 0xF8) == 0xF0 ? 3 : -1;
@@ -279,7 +282,8 @@ static enum read_status reader_next(reader *r, const char **line)
     if (r->tty) {
         int count = 0;
         const char *s = el_gets(r->el, &count);
-        if (!s) return count < 0 && (errno == EINTR || interrupted) ? READ_INTERRUPT : READ_EOF;
+        if (interrupted) return READ_INTERRUPT;
+        if (!s) return count < 0 && errno == EINTR ? READ_INTERRUPT : READ_EOF;
         dk_buf_clear(&r->edited);
         if (dk_buf_puts(&r->edited, s) != 0) return READ_EOF;
         text = r->edited.data;
