@@ -105,17 +105,14 @@ fuzz:
 	    $$f build/fuzz/libduckling.a $(LDLIBS) -Wl,-rpath,$(abspath $(DUCKDB_DIR)/lib) -o build/fuzz/$$n || exit 1; done
 
 # Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
-bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar $(BUILD)/bench-batch
+bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar $(BUILD)/bench-batch $(BUILD)/bench-sql
 $(BUILD)/bandwidth: bench/bandwidth.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -o $@ $< -pthread
-$(BUILD)/bench-grammar: bench/grammar.c $(LIB)
+# bench/NAME.c -> build/bench-NAME, linked with the library
+$(BUILD)/bench-%: bench/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -O2 -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -o $@ $< $(LIB) $(LDLIBS) $(LDFLAGS)
-
-$(BUILD)/bench-batch: bench/batch.c $(LIB)
-	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -O2 -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -o $@ $< $(LIB) $(LDLIBS) $(LDFLAGS)
+	$(CC) -std=c11 -O2 -g $(WARN) -D_DEFAULT_SOURCE -D_GNU_SOURCE -pthread -Isrc -I$(DUCKDB_DIR)/include -o $@ $< $(LIB) $(LDLIBS) $(LDFLAGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -23,8 +23,10 @@ static const fuzz_target fuzz_targets[] = {
     {"grammar", fuzz_grammar_one},
     {"json_schema", fuzz_json_schema_one},
     {"modelfile", fuzz_modelfile_one},
+    {"openai_reply", fuzz_openai_reply_one},
     {"request", fuzz_request_one},
     {"sql_guard", fuzz_sql_guard_one},
+    {"sql_text", fuzz_sql_text_one},
     {"template", fuzz_template_one},
     {"toolcall", fuzz_toolcall_one},
 };

@@ -1363,3 +1363,91 @@ TEST(server_api, next_turn_reuses_the_kv_prefix)
     json_decref(r3);
     srv_free(s);
 }
+
+/* ---- POST /api/ask: the SQL agent over HTTP ---- */
+
+#include "openai_standin.h"
+#include "test_duckdb.h"
+
+static const char *ask_db_path(void)
+{
+    return test_duckdb_file("server_ask", "CREATE TABLE items (id INTEGER PRIMARY KEY, kind VARCHAR, price DOUBLE);"
+                                          "INSERT INTO items VALUES (1, 'tea', 4.5), (2, 'coffee', 7), (3, 'tea', 5.5);");
+}
+
+static const char ask_api_script[] =
+    "{\"m\": ["
+    " {\"tool_calls\": [{\"name\": \"run_sql\", \"arguments\": {\"sql\": \"SELECT kind, avg(price) AS p FROM items GROUP BY kind "
+    "ORDER BY kind\"}}]},"
+    " {\"content\": \"Coffee costs 7 on average, tea 5.\"},"
+    " {\"tool_calls\": [{\"name\": \"run_sql\", \"arguments\": {\"sql\": \"SELECT count(*) FROM items\"}}]},"
+    " {\"content\": \"3 items.\"}]}";
+
+TEST(server_api, ask_runs_the_sql_agent_plain_and_streamed)
+{
+    const char *db = ask_db_path();
+    REQUIRE(db);
+    char err[DK_ERRLEN], spec[256];
+    standin *st = NULL;
+    REQUIRE(standin_start(&st, ask_api_script, err) == DK_OK);
+    snprintf(spec, sizeof spec, "%s#m", standin_url(st));
+    srv *s = server_up();
+    REQUIRE(s);
+    json_t *r = POST_JSON(s, "/api/ask", json_pack("{s:s,s:s,s:s}", "model", spec, "db", db, "question", "Average price per kind?"), 200);
+    if (r) {
+        CHECK_EQ_STR(str_at(r, "answer", NULL), "Coffee costs 7 on average, tea 5.");
+        CHECK_EQ_STR(str_at(r, "model", NULL), "m");
+        CHECK_EQ_INT(json_array_size(json_object_get(r, "rows")), 2);
+        CHECK_NEAR(json_number_value(json_array_get(json_array_get(json_object_get(r, "rows"), 1), 1)), 5.0, 1e-9);
+        CHECK_EQ_INT(json_array_size(json_object_get(r, "steps")), 2);
+    }
+    json_decref(r);
+    bool done = false;
+    json_t *lines = POST_STREAM(s, "/api/ask", json_pack("{s:s,s:[s],s:s,s:b}", "model", spec, "db", db, "question", "How many?", "stream", 1),
+                                false, &done);
+    CHECK_EQ_INT(json_array_size(lines), 3);
+    CHECK_EQ_STR(str_at(json_array_get(lines, 0), "step", "kind"), "sql");
+    CHECK_EQ_STR(str_at(json_array_get(lines, 1), "step", "kind"), "answer");
+    const json_t *last = json_array_get(lines, 2);
+    CHECK(json_is_true(json_object_get(last, "done")));
+    CHECK_EQ_STR(str_at(last, "answer", NULL), "3 items.");
+    json_decref(lines);
+    srv_free(s);
+    standin_stop(st);
+}
+
+TEST(server_api, ask_bad_requests_are_4xx_with_a_json_error)
+{
+    const char *db = ask_db_path();
+    REQUIRE(db);
+    char missing[512];
+    snprintf(missing, sizeof missing, "%s/missing.duckdb", test_tmpdir());
+    srv *s = server_up();
+    REQUIRE(s);
+    struct {
+        const char *body;
+        long status;
+    } cases[8];
+    char bufs[8][1024];
+    snprintf(bufs[0], 1024, "{\"model\": \"x\", \"db\": \"%s\"}", db);                                      /* no question */
+    snprintf(bufs[1], 1024, "{\"model\": \"x\", \"question\": \"q\"}");                                      /* no db */
+    snprintf(bufs[2], 1024, "{\"model\": \"x\", \"db\": 42, \"question\": \"q\"}");                          /* db not a path */
+    snprintf(bufs[3], 1024, "{\"model\": \"x\", \"db\": \"%s\", \"question\": \"q\"}", missing);            /* no such file */
+    snprintf(bufs[4], 1024, "{\"model\": \"no-such-model\", \"db\": \"%s\", \"question\": \"q\"}", db);    /* unknown model */
+    snprintf(bufs[5], 1024, "{\"model\": \"x\", \"db\": \"%s\", \"question\": \"q\", \"escalate\": true}", db);
+    snprintf(bufs[6], 1024, "{\"model\": \"x\", \"db\": \"%s\", \"question\": \"q\", \"max_repairs\": 99}", db);
+    snprintf(bufs[7], 1024, "{\"model\": \"x\", \"db\": [\"%s\", \"%s\"], \"question\": \"q\"}", db, db);
+    long want[8] = {400, 400, 400, 404, 404, 400, 400, 400};
+    for (int i = 0; i < 8; i++) {
+        cases[i].body = bufs[i];
+        cases[i].status = want[i];
+        http_reply rep;
+        REQUIRE(http_post(s, "/api/ask", cases[i].body, &rep) == 0);
+        CHECK_MSG(rep.status == cases[i].status, "case %d: %ld: %s", i, rep.status, rep.body.data);
+        json_t *v = json_loads(rep.body.data, 0, NULL);
+        CHECK_MSG(v && json_is_string(json_object_get(v, "error")), "case %d: %s", i, rep.body.data);
+        json_decref(v);
+        dk_buf_free(&rep.body);
+    }
+    srv_free(s);
+}

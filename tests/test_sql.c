@@ -4,17 +4,13 @@
  * row limits, the timeout watchdog, the read-only guard (every kind of write refused, the file
  * byte-for-byte unchanged afterwards), external access switched off, and CSV file views.
  */
-/* duckdb.h declares a few `f()` functions without (void). */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wstrict-prototypes"
-#include <duckdb.h>
-#pragma GCC diagnostic pop
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "base/base.h"
 #include "sql/sql.h"
 #include "test.h"
+#include "test_duckdb.h"
 
 static const char test_sql_schema[] =
     "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR, city VARCHAR);"
@@ -28,38 +24,9 @@ static const char test_sql_schema[] =
     "CHECKPOINT;";
 
 /* Builds (once) the test database file and returns its path. */
-static const char *test_sql_db_path(void)
-{
-    static char path[512];
-    if (path[0]) return path;
-    snprintf(path, sizeof path, "%s/shop.duckdb", test_tmpdir());
-    duckdb_database database;
-    duckdb_connection conn;
-    duckdb_result r;
-    if (duckdb_open(path, &database) == DuckDBError) return NULL;
-    if (duckdb_connect(database, &conn) == DuckDBError) return NULL;
-    if (duckdb_query(conn, test_sql_schema, &r) == DuckDBError) {
-        test_log("schema: %s", duckdb_result_error(&r));
-        path[0] = '\0';
-    }
-    duckdb_destroy_result(&r);
-    duckdb_disconnect(&conn);
-    duckdb_close(&database);
-    return path[0] ? path : NULL;
-}
+static const char *test_sql_db_path(void) { return test_duckdb_file("shop", test_sql_schema); }
 
-static sql_db *test_sql_open(void)
-{
-    const char *path = test_sql_db_path();
-    if (!path) return NULL;
-    sql_db *db = NULL;
-    char err[DK_ERRLEN];
-    if (sql_db_open(&db, path, err) != DK_OK) {
-        test_log("open: %s", err);
-        return NULL;
-    }
-    return db;
-}
+static sql_db *test_sql_open(void) { return test_duckdb_open("shop", test_sql_schema); }
 
 TEST(sql, open_missing_file_is_not_created)
 {

@@ -37,6 +37,8 @@ int cli_rm(int argc, char **argv);
 int cli_cp(int argc, char **argv);
 int cli_create(int argc, char **argv);
 int cli_ps(int argc, char **argv);      /* cmd_ps.c: asks the running server */
+int cli_ask(int argc, char **argv);     /* cmd_ask.c: the SQL agent */
+int cli_sql(int argc, char **argv);     /* cmd_sql.c: DuckDB shell with model functions */
 
 /* ---- helpers (args.c) ---- */
 
@@ -147,5 +149,42 @@ int cli_chat_set_system(cli_chat *chat, const char *system, char *err);
 int cli_repl(cli_chat *chat);
 /* Prints Ollama-style --verbose statistics on stderr. */
 void cli_print_timings(const cli_timings *t);
+
+/* ---- line editing (lineedit.c) ----
+ * The line reader of the interactive commands (repl.c, cmd_sql.c): libedit at a terminal
+ * (emacs keys, the prompt, history kept in a file of the command's own), getline from a pipe.
+ * One reader at a time in a process (the terminal, the locale and SIGINT are the process's),
+ * used from one thread. */
+typedef struct cli_lines cli_lines;
+
+typedef struct cli_lines_config {
+    bool tty;                 /* stdin is a terminal: libedit; else plain lines, no prompt */
+    const char *app;          /* libedit's program name (its editrc section), e.g. "duckling" */
+    const char *history_env;  /* the variable naming the history file, e.g. "DUCKLING_HISTORY" */
+    const char *history_name; /* without it: ~/.duckling/<history_name> (the folder made if missing) */
+    int interrupt_fd;         /* -1, or a descriptor on which each byte (one is read) is a
+                                 Ctrl-C at the prompt, for handlers that cannot count on
+                                 running in the reading thread */
+} cli_lines_config;
+
+enum cli_lines_status { CLI_LINES_LINE, CLI_LINES_EOF, CLI_LINES_INTERRUPT };
+
+/* Opens the reader of stdin; at a terminal it sets LC_CTYPE to UTF-8 when it was C or POSIX,
+ * and loads the history file. DK_OK and *out (the caller closes it with cli_lines_close), or
+ * DK_ERR_NOMEM "cannot set up line editing". */
+int cli_lines_open(cli_lines **out, const cli_lines_config *cfg, char *err);
+/* Safe on NULL. Leaves the history file as the last cli_lines_history_add saved it. */
+void cli_lines_close(cli_lines *l);
+/* Reads the next line (prompt, borrowed for the call, is shown at a terminal only): in *line
+ * without its line ending, owned by l and valid until the next read. CLI_LINES_EOF at the end
+ * of input (Ctrl-D); CLI_LINES_INTERRUPT when Ctrl-C dropped the line. */
+enum cli_lines_status cli_lines_read(cli_lines *l, const char *prompt, const char **line);
+/* Adds text (a whole multi-line input as one entry) to the history and saves the history file;
+ * nothing from a pipe or for "". */
+void cli_lines_history_add(cli_lines *l, const char *text);
+/* Async-signal-safe, for a SIGINT handler installed without SA_RESTART: a Ctrl-C at the
+ * prompt. It ends the read in progress (or the wait for input of one about to start) with
+ * CLI_LINES_INTERRUPT; a Ctrl-C before a read starts is forgotten. */
+void cli_lines_interrupt(void);
 
 #endif

@@ -101,6 +101,40 @@ static const cli_command commands[] = {
      "usage: duckling create NAME [-f Modelfile] [--quantize TYPE]\n"
      "  Modelfile instructions: FROM (a model or a GGUF path), PARAMETER, TEMPLATE, SYSTEM,\n"
      "  MESSAGE, LICENSE. Default file: ./Modelfile.\n"},
+    {"ask", cli_ask, "ask a question about a DuckDB database: the SQL agent",
+     "usage: duckling ask --db FILE.duckdb [--model M] [--escalate-to URL_OR_MODEL] [options] QUESTION\n"
+     "  The model writes SQL (run_sql / describe_table tools), duckling runs it read-only,\n"
+     "  feeds back results or errors, and the model answers. Prints the SQL, the result and\n"
+     "  the answer; --json prints one object with sql, rows, answer, model, steps, usage.\n"
+     "  --db FILE            a .duckdb file (opened read-only), or a .csv/.parquet/.json file (a view)\n"
+     "  --model M            the model: a .gguf path, a store name, or an endpoint URL[#MODEL]\n"
+     "                       (default $DUCKLING_ASK_MODEL)\n"
+     "  --escalate-to M      a larger model (same forms) for when the small one fails\n"
+     "  --escalate           ask the larger model at once\n"
+     "  --min-confidence P   escalate when the SQL's mean token probability is below P (default 0.5\n"
+     "                       with --escalate-to, else off)\n"
+     "  --api-key KEY        for endpoints (default $DUCKLING_API_KEY, then $OPENAI_API_KEY)\n"
+     "  --max-repairs N      SQL attempts after a failing one (default 2)\n"
+     "  --max-rows N         rows of a result shown to the model (default 50)\n"
+     "  --timeout MS         time limit of one query (default 10000)\n"
+     "  --ctx N, --threads N, --temperature T, --seed N, -n/--num-predict N (per turn)\n"
+     "  --json               one JSON object on stdout\n"
+     "  --verbose            every step on stderr as it happens\n"},
+    {"sql", cli_sql, "a DuckDB shell with prompt(), embed() and prompt_sql() as SQL functions",
+     "usage: duckling sql [FILE.duckdb] [QUERY] [options]\n"
+     "  Opens FILE read-write (created if missing; in memory without FILE). With QUERY, runs its\n"
+     "  statements and prints every result; without, an interactive shell (statements end with ';',\n"
+     "  .help lists the dot commands), or the statements piped on stdin.\n"
+     "  prompt(text [, model := M] [, format := 'json'|SCHEMA]), embed(text [, model := M]) and\n"
+     "  prompt_sql(question) call models, loaded on first use.\n"
+     "  --model M            model of prompt()/prompt_sql(): a .gguf path or a store name ($DUCKLING_SQL_MODEL)\n"
+     "  --embed-model E      model of embed() (default: --model when it is an embedding model)\n"
+     "  --read-only          open FILE read-only\n"
+     "  --json               each result as one line of JSON rows\n"
+     "  -n, --num-predict N  tokens per answer at most (default 256)\n"
+     "  --temperature T      (default 0: greedy); --seed N\n"
+     "  --parallel N         rows generated together per model (default 8)\n"
+     "  --ctx N              context per row (default min(model's, 2048)); --threads N\n"},
     {"convert-tokenizer", cli_convert_tokenizer, "make a vocab-only GGUF from a tokenizer",
      "usage: duckling convert-tokenizer TOKENIZER.json [TOKENIZER_CONFIG.json] -o OUT.gguf\n"
      "                                  [--arch NAME] [--pad-vocab N]\n"},

@@ -1,31 +1,24 @@
 /*
  * repl.c: the interactive chat of `duckling run MODEL` without a prompt. At a terminal it reads
- * with libedit (line editing, a ">>> " prompt, history kept in $DUCKLING_HISTORY or
- * ~/.duckling/history); from a pipe it reads plain lines, so scripts and tests drive the same
- * loop. Both understand """ multi-line blocks and the slash commands (/set, /show, /clear,
- * /bye, /help). Ctrl-C while an answer streams cancels that answer; at the prompt it drops the
- * line; Ctrl-D (end of input) ends the chat. Also the option table shared with cmd_run.c's
- * flags. Not for: generating (the cli_chat_ops of cmd_run.c do that).
+ * with libedit through lineedit.c (line editing, a ">>> " prompt, history kept in
+ * $DUCKLING_HISTORY or ~/.duckling/history); from a pipe it reads plain lines, so scripts and
+ * tests drive the same loop. Both understand """ multi-line blocks and the slash commands
+ * (/set, /show, /clear, /bye, /help). Ctrl-C while an answer streams cancels that answer; at
+ * the prompt it drops the line; Ctrl-D (end of input) ends the chat. Also the option table
+ * shared with cmd_run.c's flags. Not for: generating (the cli_chat_ops of cmd_run.c do that).
  */
 #include "cli/cli.h"
 
 #include <errno.h>
-#include <histedit.h>
 #include <limits.h>
-#include <locale.h>
 #include <math.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#include <wchar.h>
 
 #define CMD "run"
-#define HISTORY_SIZE 1000
 
 /* ---- options ---- */
 
@@ -124,184 +117,18 @@ void cli_print_timings(const cli_timings *t)
     fprintf(stderr, "eval rate:            %.2f tokens/s\n", t->eval_ms > 0 ? t->n_eval * 1000.0 / t->eval_ms : 0.0);
 }
 
-/* ---- reading input ---- */
+/* ---- Ctrl-C ---- */
 
-/* Ctrl-C: a signal handler can only set a flag; the answer being generated (or the read at
- * the prompt, which returns EINTR since the handler is installed without SA_RESTART) sees it. */
+/* A signal handler can only set flags: the answer being generated sees chat->cancel, the read
+ * at the prompt (which returns EINTR since the handler is installed without SA_RESTART) sees
+ * cli_lines_interrupt's. */
 static atomic_int *interrupt_flag;
-static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int signo)
 {
     (void)signo;
-    interrupted = 1;
+    cli_lines_interrupt();
     if (interrupt_flag) atomic_store(interrupt_flag, 1);
-}
-
-typedef struct reader {
-    bool tty;
-    EditLine *el;
-    History *hist;
-    char *history_path;  /* owned; NULL: no history file */
-    const char *prompt;  /* ">>> " or "... " */
-    dk_buf edited;       /* the line libedit gave (terminal) */
-    char *line;          /* getline's buffer (plain reading) */
-    size_t cap;
-} reader;
-
-static char *reader_prompt(EditLine *el)
-{
-    reader *r = NULL;
-    el_get(el, EL_CLIENTDATA, &r);
-    return (char *)(r ? r->prompt : ">>> ");
-}
-
-/* $DUCKLING_HISTORY, else ~/.duckling/history (the folder is made if missing), or NULL. */
-static char *history_file(void)
-{
-    const char *env = getenv("DUCKLING_HISTORY");
-    if (env && *env) return dk_strdup(env);
-    const char *home = getenv("HOME");
-    if (!home || !*home) return NULL;
-    dk_buf b = {0};
-    dk_buf_printf(&b, "%s/.duckling", home);
-    if (b.failed) return NULL;
-    mkdir(b.data, 0700); /* fails harmlessly when it exists; saving reports nothing either way */
-    dk_buf_puts(&b, "/history");
-    return dk_buf_detach(&b);
-}
-
-/* libedit's own reader retries a read that a signal interrupted, so Ctrl-C at the prompt would
- * do nothing; this one reports it (-1 with errno EINTR ends el_gets). It decodes UTF-8, since
- * libedit wants characters. 1: a character, 0: end of input, -1: error. */
-/* Waits until stdin is readable or Ctrl-C comes, whichever is first: SIGINT stays blocked
- * except inside ppoll, so one that arrives just before the wait is not lost (a plain read
- * would then block with the flag already set). 0, or -1 with errno EINTR. */
-static int wait_input(void)
-{
-    sigset_t block, orig;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &orig);
-    int rc = 0;
-    if (interrupted) {
-        errno = EINTR;
-        rc = -1;
-    } else {
-        struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
-        rc = ppoll(&pfd, 1, NULL, &orig) < 0 ? -1 : 0;
-    }
-    int saved = errno;
-    pthread_sigmask(SIG_SETMASK, &orig, NULL);
-    errno = saved;
-    return rc;
-}
-
-static int reader_getc(EditLine *el, wchar_t *out)
-{
-    (void)el;
-    unsigned char b;
-    /* Ctrl-C ends this line as an end of input would (libedit retries a failed read whose
-     * signal it did not catch itself, e.g. one that came before it set up its handlers);
-     * reader_next then sees the flag and drops the line */
-    if (wait_input() != 0) return interrupted ? 0 : -1;
-    ssize_t n = read(STDIN_FILENO, &b, 1);
-    if (n <= 0) return n == 0 ? 0 : -1;
-    int more = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2 : (b & 0xF8) == 0xF0 ? 3 : -1;
-    if (more < 0) {
-        *out = 0xFFFD; /* a stray byte */
-        return 1;
-    }
-    uint32_t c = more == 0 ? b : more == 1 ? (b & 0x1Fu) : more == 2 ? (b & 0x0Fu) : (b & 0x07u);
-    for (int i = 0; i < more; i++) {
-        unsigned char cont;
-        do {
-            n = read(STDIN_FILENO, &cont, 1);
-        } while (n < 0 && errno == EINTR);
-        if (n <= 0 || (cont & 0xC0) != 0x80) {
-            *out = 0xFFFD;
-            return 1;
-        }
-        c = (c << 6) | (cont & 0x3Fu);
-    }
-    *out = (wchar_t)c;
-    return 1;
-}
-
-static int reader_open(reader *r, bool tty)
-{
-    memset(r, 0, sizeof(*r));
-    r->tty = tty;
-    r->prompt = ">>> ";
-    if (!tty) return 0;
-    /* libedit edits characters, so it needs a UTF-8 character type; only LC_CTYPE is touched
-     * (numbers keep printing with '.') */
-    const char *ctype = setlocale(LC_CTYPE, "");
-    if (!ctype || strcmp(ctype, "C") == 0 || strcmp(ctype, "POSIX") == 0) setlocale(LC_CTYPE, "C.UTF-8");
-    r->el = el_init("duckling", stdin, stdout, stderr);
-    r->hist = history_init();
-    if (!r->el || !r->hist) return -1;
-    HistEvent ev;
-    history(r->hist, &ev, H_SETSIZE, HISTORY_SIZE);
-    history(r->hist, &ev, H_SETUNIQUE, 1);
-    el_set(r->el, EL_CLIENTDATA, r);
-    el_set(r->el, EL_PROMPT, reader_prompt);
-    el_set(r->el, EL_EDITOR, "emacs");
-    el_set(r->el, EL_GETCFN, reader_getc);
-    el_set(r->el, EL_HIST, history, r->hist);
-    r->history_path = history_file();
-    if (r->history_path) history(r->hist, &ev, H_LOAD, r->history_path);
-    return 0;
-}
-
-static void reader_close(reader *r)
-{
-    if (r->hist) history_end(r->hist);
-    if (r->el) el_end(r->el);
-    dk_free(r->history_path);
-    dk_buf_free(&r->edited);
-    free(r->line); /* allocated by getline */
-}
-
-/* Remembers an input (a whole multi-line block as one entry) and saves the history file. */
-static void reader_remember(reader *r, const char *text)
-{
-    if (!r->hist || !*text) return;
-    HistEvent ev;
-    history(r->hist, &ev, H_ENTER, text);
-    if (r->history_path) history(r->hist, &ev, H_SAVE, r->history_path);
-}
-
-enum read_status { READ_LINE, READ_EOF, READ_INTERRUPT };
-
-/* The next line without its line ending, in *line (valid until the next call). */
-static enum read_status reader_next(reader *r, const char **line)
-{
-    interrupted = 0;
-    char *text;
-    if (r->tty) {
-        int count = 0;
-        const char *s = el_gets(r->el, &count);
-        if (interrupted) return READ_INTERRUPT;
-        if (!s) return count < 0 && errno == EINTR ? READ_INTERRUPT : READ_EOF;
-        dk_buf_clear(&r->edited);
-        if (dk_buf_puts(&r->edited, s) != 0) return READ_EOF;
-        text = r->edited.data;
-    } else {
-        ssize_t got = getline(&r->line, &r->cap, stdin);
-        if (got < 0) {
-            if (interrupted) {
-                clearerr(stdin);
-                return READ_INTERRUPT;
-            }
-            return READ_EOF;
-        }
-        text = r->line;
-    }
-    size_t n = strlen(text);
-    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r')) text[--n] = 0;
-    *line = text;
-    return READ_LINE;
 }
 
 /* ---- commands ---- */
@@ -613,7 +440,7 @@ static bool block_feed(block *b, const char *line, bool *is_plain)
 int cli_repl(cli_chat *chat)
 {
     bool tty = isatty(STDIN_FILENO);
-    reader r;
+    cli_lines *lines = NULL;
     struct sigaction sa, old_sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_sigint;
@@ -623,20 +450,22 @@ int cli_repl(cli_chat *chat)
     sigaction(SIGINT, &sa, &old_sa);
     int status = 0;
     block b = {0};
-    if (reader_open(&r, tty) != 0) {
-        status = cli_error(CMD, "cannot set up line editing");
+    char err[DK_ERRLEN];
+    cli_lines_config lc = {.tty = tty, .app = "duckling", .history_env = "DUCKLING_HISTORY",
+                           .history_name = "history", .interrupt_fd = -1};
+    if (cli_lines_open(&lines, &lc, err) != DK_OK) {
+        status = cli_error(CMD, "%s", err);
         goto done;
     }
     for (;;) {
-        r.prompt = b.open ? "... " : ">>> ";
         fflush(stdout);
         const char *line = NULL;
-        enum read_status rs = reader_next(&r, &line);
-        if (rs == READ_EOF) {
+        enum cli_lines_status rs = cli_lines_read(lines, b.open ? "... " : ">>> ", &line);
+        if (rs == CLI_LINES_EOF) {
             if (tty) fputc('\n', stdout); /* Ctrl-D leaves the cursor after the prompt */
             break;
         }
-        if (rs == READ_INTERRUPT) {
+        if (rs == CLI_LINES_INTERRUPT) {
             if (tty) fputs(b.open ? "\n" : "\nUse Ctrl + d or /bye to exit.\n", stdout);
             b.open = false;
             continue;
@@ -644,7 +473,7 @@ int cli_repl(cli_chat *chat)
         bool is_plain;
         if (!block_feed(&b, line, &is_plain)) continue;
         if (is_plain && line[0] == '/') {
-            reader_remember(&r, line);
+            cli_lines_history_add(lines, line);
             if (run_command(chat, line) == COMMAND_BYE) break;
             continue;
         }
@@ -654,7 +483,7 @@ int cli_repl(cli_chat *chat)
         }
         const char *text = is_plain ? line : b.text.data ? b.text.data : "";
         if (!*text) continue;
-        reader_remember(&r, text);
+        cli_lines_history_add(lines, text);
         if (answer(chat, text, tty) != 0 && !tty) {
             status = 1;
             break;
@@ -663,7 +492,7 @@ int cli_repl(cli_chat *chat)
 done:
     sigaction(SIGINT, &old_sa, NULL);
     interrupt_flag = NULL;
-    reader_close(&r);
+    cli_lines_close(lines);
     dk_buf_free(&b.text);
     return status;
 }

@@ -266,6 +266,10 @@ int engine_chat(engine_session *session, const engine_chat_params *params, engin
     int32_t trigger;
     rc = turn_grammar_text(m, fmt, params, &gbnf, &lazy, &trigger, err);
     if (rc != DK_OK) goto done;
+    if (gbnf.len && params->grammar_extra && (dk_buf_putc(&gbnf, '\n') != 0 || dk_buf_puts(&gbnf, params->grammar_extra) != 0)) {
+        rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     if (gbnf.len) {
         rc = sample_grammar_parse(&grammar, gbnf.data, gbnf.len, "root", why);
         if (rc != DK_OK) {

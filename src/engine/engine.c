@@ -479,7 +479,9 @@ static int gen_pick(gen_control *c, sample_chain *chain, const float *logits, in
         rc = sample_chain_sample_grammar(chain, logits, c->matcher, NULL, 0, tok, err);
         break;
     }
-    if (rc == DK_ERR_LIMIT) return dk_fail(err, rc, "grammar: no token of the vocabulary can continue the output");
+    /* the matcher's own limits (too many parse stacks ...) keep their message */
+    if (rc == DK_ERR_LIMIT && strstr(err, "no token may come next"))
+        return dk_fail(err, rc, "grammar: no token of the vocabulary can continue the output");
     return rc;
 }
 

@@ -241,6 +241,9 @@ typedef struct engine_chat_params {
     const char *template_text;    /* a Jinja chat template that replaces the model's (e.g. a
                                      Modelfile's TEMPLATE), parsed per call; NULL: the model's.
                                      Its markers also pick the tool-call format. */
+    const char *grammar_extra;    /* GBNF rules appended to the turn's grammar when it has one:
+                                     the rules that "x-gbnf" strings of the tools' schemas name
+                                     (sample.h), e.g. SQL for an argument; NULL: none */
     engine_generate_params gen;   /* sampling, num_predict, stops; gen.on_text receives content
                                      only (reasoning and call text are kept out) */
     engine_text_fn on_reasoning;  /* receives reasoning text as it streams (may be NULL) */

@@ -724,8 +724,23 @@ static int schema_gen_pattern(schema_conv *c, const char *pattern, const char *p
     return DK_OK;
 }
 
+/* "x-gbnf": RULE names a rule the caller supplies with the grammar text; it derives the
+ * string's content, already JSON-escaped (e.g. SQL for a tool's argument, sql_grammar). */
+static int schema_gen_external_string(schema_conv *c, const json_t *rule, const char *ptr, dk_buf *body)
+{
+    const char *name = json_string_value(rule);
+    if (!name || !name[0]) return schema_bad(c, ptr, "x-gbnf must name a rule");
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+            return schema_bad(c, ptr, "x-gbnf: a rule name is lowercase letters, digits and '-'");
+    dk_buf_printf(body, "\"\\\"\" %s \"\\\"\"", name);
+    return DK_OK;
+}
+
 static int schema_gen_string(schema_conv *c, const json_t *s, const char *ptr, dk_buf *body)
 {
+    const json_t *external = json_object_get(s, "x-gbnf");
+    if (external) return schema_gen_external_string(c, external, ptr, body);
     const json_t *format = json_object_get(s, "format"), *pattern = json_object_get(s, "pattern");
     const json_t *min = json_object_get(s, "minLength"), *max = json_object_get(s, "maxLength");
     if ((min && !json_is_integer(min)) || (max && !json_is_integer(max)))

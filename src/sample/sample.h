@@ -144,7 +144,9 @@ void sample_gbnf_literal(dk_buf *b, const char *s, size_t n);
  * additionalProperties, enum, const, items/prefixItems, minItems/maxItems, minimum/maximum
  * (integers), minLength/maxLength, pattern (a regular-expression subset), format (date, time,
  * date-time, uuid, email, uri), anyOf/oneOf/allOf (of objects), $ref to #/$defs/... and
- * #/definitions/.... The start rule is named `name` (NULL: "root"); helper rules are named
+ * #/definitions/...; and one extension: a string schema with "x-gbnf": "RULE" takes its
+ * content (between the quotes, JSON-escaped) from a rule RULE that the caller appends to the
+ * grammar text (a tool argument holding SQL, say). The start rule is named `name` (NULL: "root"); helper rules are named
  * `name-...`, so schemas converted under different names can share one grammar text. Errors:
  * DK_ERR_UNSUPPORTED / DK_ERR_FORMAT naming the JSON pointer of the offending keyword. */
 int sample_json_schema_to_gbnf(const json_t *schema, const char *name, dk_buf *out, char *err);

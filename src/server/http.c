@@ -455,6 +455,7 @@ static const route routes[] = {
     {"/api/chat", M_POST, srv_api_chat, NULL},
     {"/api/embed", M_POST, srv_api_embed, NULL},
     {"/api/embeddings", M_POST, srv_api_embeddings, NULL},
+    {"/api/ask", M_POST, srv_api_ask, NULL},
     {"/v1/chat/completions", M_POST, srv_openai_chat, NULL},
     {"/v1/completions", M_POST, srv_openai_completions, NULL},
     {"/v1/embeddings", M_POST, srv_openai_embeddings, NULL},

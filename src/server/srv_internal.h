@@ -208,6 +208,7 @@ void srv_api_embeddings(srv_request *rq);/* POST /api/embeddings (legacy) */
 void srv_openai_chat(srv_request *rq);        /* POST /v1/chat/completions */
 void srv_openai_completions(srv_request *rq); /* POST /v1/completions */
 void srv_openai_embeddings(srv_request *rq);  /* POST /v1/embeddings */
+void srv_api_ask(srv_request *rq);            /* POST /api/ask: the SQL agent (api_ask.c) */
 
 /* ---- api handlers: request.c helpers ----
  * Parsers of request fields (pure, fuzzed) and the generation machinery both APIs share

@@ -7,13 +7,20 @@
  * runs as `SELECT * FROM (\n<query>\n) AS dk_query LIMIT max_rows+1`. The wrapped text goes
  * through the guard again, so a trick that fools the small lexer here (which only strips a
  * trailing ';') can at worst make the query fail, never let a non-SELECT through.
- * Renderings are in sql_render.c, the schema description in sql_describe.c.
+ * Also the user's own, unsealed database of `duckling sql` and sql_exec, which runs any
+ * statements there; results with nested values (LIST, STRUCT, ...) are read by chunks, since
+ * the legacy per-cell accessors give nothing for them. Second handles on a database and the
+ * hand-over of the model functions' state (sql_functions.c) are here too, since they touch
+ * struct sql_db. Renderings are in sql_render.c and sql_shell.c, the schema description in
+ * sql_describe.c.
  */
-#include "sql/sql.h"
+#include "sql/sql_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +34,7 @@
 #pragma GCC diagnostic pop
 
 #define SQL_DEFAULT_MAX_ROWS 1000
+#define SQL_EXEC_DEFAULT_MAX_ROWS 10000 /* rows of one shell result kept for rendering */
 
 struct sql_db {
     duckdb_database database;
@@ -35,6 +43,10 @@ struct sql_db {
     int sealed;           /* external access off and configuration locked */
     char **view_files;    /* (n_view_files) absolute paths behind the file views */
     size_t n_view_files;
+    int is_shell;         /* the user's own database (sql_db_open_shell): never sealed */
+    int borrows_database; /* a second handle (sql_db_connect_more): database not ours to close */
+    atomic_int interrupted; /* set by sql_db_interrupt, cleared when sql_exec starts */
+    sql_functions *functions; /* model functions registered on it (owned), or NULL */
 };
 
 struct sql_result {
@@ -107,7 +119,7 @@ static int sql_exec_internal(sql_db *db, const char *sql, char *err)
 /* Seals an in-memory database: only the view files stay readable, nothing can undo it. */
 static int sql_db_seal(sql_db *db, char *err)
 {
-    if (db->sealed) return DK_OK;
+    if (db->sealed || db->is_shell) return DK_OK;
     dk_buf b = {0};
     dk_buf_puts(&b, "SET allowed_paths = [");
     for (size_t i = 0; i < db->n_view_files; i++) {
@@ -127,10 +139,12 @@ static int sql_db_seal(sql_db *db, char *err)
 
 /* ---- opening ---- */
 
-int sql_db_open(sql_db **out, const char *path, char *err)
+/* Opens path (NULL: in memory) with DuckDB settings (NULL-terminated name, value pairs)
+ * into a new sql_db. must_exist: a missing file is DK_ERR_NOTFOUND instead of created. */
+static int sql_db_open_with(sql_db **out, const char *path, const char *const *settings, int must_exist, char *err)
 {
     *out = NULL;
-    if (path) {
+    if (path && must_exist) {
         struct stat st;
         if (stat(path, &st) != 0)
             return dk_fail(err, errno == ENOENT ? DK_ERR_NOTFOUND : DK_ERR_IO, "cannot open %s: %s", path, strerror(errno));
@@ -145,17 +159,11 @@ int sql_db_open(sql_db **out, const char *path, char *err)
         rc = dk_fail(err, DK_ERR_NOMEM, "duckdb_create_config failed");
         goto fail;
     }
-    /* A file is sealed from the start: read-only, no file system, no extension downloads. */
-    if (path && (duckdb_set_config(config, "access_mode", "READ_ONLY") == DuckDBError ||
-                 duckdb_set_config(config, "enable_external_access", "false") == DuckDBError ||
-                 duckdb_set_config(config, "autoinstall_known_extensions", "false") == DuckDBError ||
-                 duckdb_set_config(config, "lock_configuration", "true") == DuckDBError)) {
-        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "DuckDB refused the read-only configuration");
-        goto fail;
-    }
-    if (!path && duckdb_set_config(config, "autoinstall_known_extensions", "false") == DuckDBError) {
-        rc = dk_fail(err, DK_ERR_UNSUPPORTED, "DuckDB refused the configuration");
-        goto fail;
+    for (size_t i = 0; settings[i]; i += 2) {
+        if (duckdb_set_config(config, settings[i], settings[i + 1]) == DuckDBError) {
+            rc = dk_fail(err, DK_ERR_UNSUPPORTED, "DuckDB refused the setting %s = %s", settings[i], settings[i + 1]);
+            goto fail;
+        }
     }
     if (duckdb_open_ext(path, &db->database, config, &open_error) == DuckDBError) {
         rc = dk_fail(err, DK_ERR_IO, "cannot open %s: %s", path ? path : ":memory:", open_error ? open_error : "?");
@@ -166,7 +174,6 @@ int sql_db_open(sql_db **out, const char *path, char *err)
         goto fail;
     }
     db->is_file = path != NULL;
-    db->sealed = path != NULL;
     duckdb_destroy_config(&config);
     *out = db;
     return DK_OK;
@@ -177,11 +184,25 @@ fail:
     return rc;
 }
 
+int sql_db_open(sql_db **out, const char *path, char *err)
+{
+    /* A file is sealed from the start: read-only, no file system, no extension downloads. */
+    static const char *const sealed_file[] = {"access_mode", "READ_ONLY", "enable_external_access", "false",
+                                              "autoinstall_known_extensions", "false", "lock_configuration", "true",
+                                              NULL};
+    static const char *const memory[] = {"autoinstall_known_extensions", "false", NULL};
+    int rc = sql_db_open_with(out, path, path ? sealed_file : memory, 1, err);
+    if (rc == DK_OK) (*out)->sealed = path != NULL;
+    return rc;
+}
+
 void sql_db_free(sql_db *db)
 {
     if (!db) return;
+    /* the functions' worker threads and second connection go before the database */
+    sql_functions_free(db->functions);
     if (db->conn) duckdb_disconnect(&db->conn);
-    if (db->database) duckdb_close(&db->database);
+    if (db->database && !db->borrows_database) duckdb_close(&db->database);
     for (size_t i = 0; i < db->n_view_files; i++) dk_free(db->view_files[i]);
     dk_free(db->view_files);
     dk_free(db);
@@ -294,33 +315,70 @@ int sql_check_query(sql_db *db, const char *sql, char *err)
     return sql_guard_prepare(db, sql, NULL, err);
 }
 
-/* Length of sql without a trailing ';' and what follows it (spaces, comments). A small lexer
- * that knows '...' strings, "..." identifiers, -- and nested block comments. */
+/* Length of the $tag$ opening a dollar-quoted string at p ("$$" or "$name$"), or 0. */
+static size_t sql_dollar_tag(const char *p)
+{
+    if (p[0] != '$') return 0;
+    size_t i = 1;
+    while (isalnum((unsigned char)p[i]) || p[i] == '_') i++;
+    if (i > 1 && isdigit((unsigned char)p[1])) return 0; /* $1 is a parameter */
+    return p[i] == '$' ? i + 1 : 0;
+}
+
+size_t sql_lex_skip(const char *p, int *open)
+{
+    const char *start = p;
+    *open = 0;
+    if (p[0] == '-' && p[1] == '-') {
+        while (*p && *p != '\n') p++;
+        return (size_t)(p - start);
+    }
+    if (p[0] == '/' && p[1] == '*') {
+        int depth = 0;
+        do {
+            if (p[0] == '/' && p[1] == '*') depth++, p += 2;
+            else if (p[0] == '*' && p[1] == '/') depth--, p += 2;
+            else p++;
+        } while (*p && depth > 0);
+        *open = depth > 0;
+        return (size_t)(p - start);
+    }
+    if (*p == '\'' || *p == '"') {
+        char q = *p++;
+        for (;; p++) {
+            if (!*p) {
+                *open = 1;
+                return (size_t)(p - start);
+            }
+            if (p[0] == q && p[1] == q) p++;
+            else if (*p == q) return (size_t)(p + 1 - start);
+        }
+    }
+    size_t n = sql_dollar_tag(p);
+    if (n) {
+        const char *body = p + n;
+        while (*body && strncmp(body, p, n) != 0) body++;
+        *open = !*body;
+        return (size_t)((*body ? body + n : body) - start);
+    }
+    return 0;
+}
+
+/* Length of sql without a trailing ';' and what follows it (spaces, comments). */
 static size_t sql_body_length(const char *sql)
 {
     size_t end = 0; /* one past the last significant character */
     const char *p = sql;
     while (*p) {
-        if (p[0] == '-' && p[1] == '-') {
-            while (*p && *p != '\n') p++;
-        } else if (p[0] == '/' && p[1] == '*') {
-            int depth = 0;
-            do {
-                if (p[0] == '/' && p[1] == '*') depth++, p += 2;
-                else if (p[0] == '*' && p[1] == '/') depth--, p += 2;
-                else p++;
-            } while (*p && depth > 0);
-        } else if (*p == '\'' || *p == '"') {
-            char q = *p++;
-            while (*p && !(p[0] == q && p[1] != q)) p += (p[0] == q) ? 2 : 1;
-            if (*p) p++;
-            end = (size_t)(p - sql);
-        } else if (*p == ';' || *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f') {
-            p++;
-        } else {
-            p++;
-            end = (size_t)(p - sql);
+        int open;
+        size_t n = sql_lex_skip(p, &open);
+        if (n && (*p == '\'' || *p == '"' || *p == '$')) end = (size_t)(p + n - sql);
+        if (n) {
+            p += n;
+            continue;
         }
+        if (*p != ';' && !isspace((unsigned char)*p)) end = (size_t)(p + 1 - sql);
+        p++;
     }
     return end;
 }
@@ -437,6 +495,262 @@ void sql_result_free(sql_result *res)
     dk_free(res);
 }
 
+/* ---- nested values (LIST, ARRAY, STRUCT, MAP) ----
+ * The legacy per-cell accessors (duckdb_value_varchar) give nothing for nested types, and a
+ * result read by chunks cannot use them at all. So a result with a nested column is read by
+ * chunks: each cell becomes a duckdb_value built from its vector (recursively for nested
+ * types) and DuckDB writes it as text (duckdb_value_to_string, SQL literal syntax, whose
+ * outer quotes and ::TYPE are dropped for the top-level value). */
+
+static int sql_type_is_nested(duckdb_type t)
+{
+    return t == DUCKDB_TYPE_LIST || t == DUCKDB_TYPE_ARRAY || t == DUCKDB_TYPE_STRUCT || t == DUCKDB_TYPE_MAP ||
+           t == DUCKDB_TYPE_UNION;
+}
+
+/* Appends the SQL name of a logical type: FLOAT[], INTEGER[3], STRUCT(a INTEGER), MAP(K, V). */
+static void sql_logical_type_name(duckdb_logical_type lt, dk_buf *out)
+{
+    duckdb_type t = duckdb_get_type_id(lt);
+    duckdb_logical_type child = NULL;
+    switch (t) {
+    case DUCKDB_TYPE_LIST:
+        child = duckdb_list_type_child_type(lt);
+        sql_logical_type_name(child, out);
+        dk_buf_puts(out, "[]");
+        break;
+    case DUCKDB_TYPE_ARRAY:
+        child = duckdb_array_type_child_type(lt);
+        sql_logical_type_name(child, out);
+        dk_buf_printf(out, "[%llu]", (unsigned long long)duckdb_array_type_array_size(lt));
+        break;
+    case DUCKDB_TYPE_MAP: {
+        duckdb_logical_type key = duckdb_map_type_key_type(lt), value = duckdb_map_type_value_type(lt);
+        dk_buf_puts(out, "MAP(");
+        sql_logical_type_name(key, out);
+        dk_buf_puts(out, ", ");
+        sql_logical_type_name(value, out);
+        dk_buf_puts(out, ")");
+        duckdb_destroy_logical_type(&key);
+        duckdb_destroy_logical_type(&value);
+        break;
+    }
+    case DUCKDB_TYPE_STRUCT: {
+        dk_buf_puts(out, "STRUCT(");
+        idx_t n = duckdb_struct_type_child_count(lt);
+        for (idx_t i = 0; i < n; i++) {
+            char *name = duckdb_struct_type_child_name(lt, i);
+            duckdb_logical_type ct = duckdb_struct_type_child_type(lt, i);
+            if (i) dk_buf_puts(out, ", ");
+            dk_buf_printf(out, "%s ", name ? name : "?");
+            sql_logical_type_name(ct, out);
+            duckdb_free(name);
+            duckdb_destroy_logical_type(&ct);
+        }
+        dk_buf_puts(out, ")");
+        break;
+    }
+    case DUCKDB_TYPE_DECIMAL:
+        dk_buf_printf(out, "DECIMAL(%u,%u)", (unsigned)duckdb_decimal_width(lt), (unsigned)duckdb_decimal_scale(lt));
+        break;
+    default:
+        dk_buf_puts(out, sql_type_name(t));
+    }
+    if (child) duckdb_destroy_logical_type(&child);
+}
+
+static duckdb_value sql_vector_value(duckdb_vector v, duckdb_logical_type lt, idx_t row);
+
+/* The values of child[offset .. offset+n), or NULL when out of memory (destroyed with
+ * sql_values_free). */
+static duckdb_value *sql_child_values(duckdb_vector child, duckdb_logical_type ct, idx_t offset, idx_t n)
+{
+    duckdb_value *values = dk_calloc(n ? n : 1, sizeof *values);
+    if (!values) return NULL;
+    for (idx_t i = 0; i < n; i++) values[i] = sql_vector_value(child, ct, offset + i);
+    return values;
+}
+
+static void sql_values_free(duckdb_value *values, idx_t n)
+{
+    for (idx_t i = 0; values && i < n; i++)
+        if (values[i]) duckdb_destroy_value(&values[i]);
+    dk_free(values);
+}
+
+static duckdb_value sql_decimal_value(const void *data, duckdb_logical_type lt, idx_t row)
+{
+    duckdb_decimal d = {.width = duckdb_decimal_width(lt), .scale = duckdb_decimal_scale(lt)};
+    int64_t small = 0;
+    switch (duckdb_decimal_internal_type(lt)) {
+    case DUCKDB_TYPE_SMALLINT: small = ((const int16_t *)data)[row]; break;
+    case DUCKDB_TYPE_INTEGER: small = ((const int32_t *)data)[row]; break;
+    case DUCKDB_TYPE_BIGINT: small = ((const int64_t *)data)[row]; break;
+    default: d.value = ((const duckdb_hugeint *)data)[row]; return duckdb_create_decimal(d);
+    }
+    d.value.lower = (uint64_t)small;
+    d.value.upper = small < 0 ? -1 : 0;
+    return duckdb_create_decimal(d);
+}
+
+static duckdb_value sql_vector_value(duckdb_vector v, duckdb_logical_type lt, idx_t row)
+{
+    uint64_t *validity = duckdb_vector_get_validity(v);
+    if (validity && !duckdb_validity_row_is_valid(validity, row)) return duckdb_create_null_value();
+    const void *data = duckdb_vector_get_data(v);
+    duckdb_type t = duckdb_get_type_id(lt);
+    switch (t) {
+    case DUCKDB_TYPE_BOOLEAN: return duckdb_create_bool(((const bool *)data)[row]);
+    case DUCKDB_TYPE_TINYINT: return duckdb_create_int8(((const int8_t *)data)[row]);
+    case DUCKDB_TYPE_SMALLINT: return duckdb_create_int16(((const int16_t *)data)[row]);
+    case DUCKDB_TYPE_INTEGER: return duckdb_create_int32(((const int32_t *)data)[row]);
+    case DUCKDB_TYPE_BIGINT: return duckdb_create_int64(((const int64_t *)data)[row]);
+    case DUCKDB_TYPE_UTINYINT: return duckdb_create_uint8(((const uint8_t *)data)[row]);
+    case DUCKDB_TYPE_USMALLINT: return duckdb_create_uint16(((const uint16_t *)data)[row]);
+    case DUCKDB_TYPE_UINTEGER: return duckdb_create_uint32(((const uint32_t *)data)[row]);
+    case DUCKDB_TYPE_UBIGINT: return duckdb_create_uint64(((const uint64_t *)data)[row]);
+    case DUCKDB_TYPE_HUGEINT: return duckdb_create_hugeint(((const duckdb_hugeint *)data)[row]);
+    case DUCKDB_TYPE_UHUGEINT: return duckdb_create_uhugeint(((const duckdb_uhugeint *)data)[row]);
+    case DUCKDB_TYPE_FLOAT: return duckdb_create_float(((const float *)data)[row]);
+    case DUCKDB_TYPE_DOUBLE: return duckdb_create_double(((const double *)data)[row]);
+    case DUCKDB_TYPE_DATE: return duckdb_create_date(((const duckdb_date *)data)[row]);
+    case DUCKDB_TYPE_TIME: return duckdb_create_time(((const duckdb_time *)data)[row]);
+    case DUCKDB_TYPE_TIME_TZ: return duckdb_create_time_tz_value(((const duckdb_time_tz *)data)[row]);
+    case DUCKDB_TYPE_TIMESTAMP: return duckdb_create_timestamp(((const duckdb_timestamp *)data)[row]);
+    case DUCKDB_TYPE_TIMESTAMP_TZ: return duckdb_create_timestamp_tz(((const duckdb_timestamp *)data)[row]);
+    case DUCKDB_TYPE_TIMESTAMP_S: return duckdb_create_timestamp_s(((const duckdb_timestamp_s *)data)[row]);
+    case DUCKDB_TYPE_TIMESTAMP_MS: return duckdb_create_timestamp_ms(((const duckdb_timestamp_ms *)data)[row]);
+    case DUCKDB_TYPE_TIMESTAMP_NS: return duckdb_create_timestamp_ns(((const duckdb_timestamp_ns *)data)[row]);
+    case DUCKDB_TYPE_INTERVAL: return duckdb_create_interval(((const duckdb_interval *)data)[row]);
+    case DUCKDB_TYPE_DECIMAL: return sql_decimal_value(data, lt, row);
+    case DUCKDB_TYPE_UUID: {
+        /* stored as a HUGEINT with the top bit flipped (so that they sort as text) */
+        duckdb_hugeint h = ((const duckdb_hugeint *)data)[row];
+        duckdb_uhugeint u = {.lower = h.lower, .upper = (uint64_t)h.upper ^ ((uint64_t)1 << 63)};
+        return duckdb_create_uuid(u);
+    }
+    case DUCKDB_TYPE_VARCHAR: {
+        duckdb_string_t s = ((const duckdb_string_t *)data)[row];
+        return duckdb_create_varchar_length(duckdb_string_t_data(&s), duckdb_string_t_length(s));
+    }
+    case DUCKDB_TYPE_BLOB: {
+        duckdb_string_t s = ((const duckdb_string_t *)data)[row];
+        return duckdb_create_blob((const uint8_t *)duckdb_string_t_data(&s), duckdb_string_t_length(s));
+    }
+    case DUCKDB_TYPE_ENUM: {
+        uint64_t index;
+        switch (duckdb_enum_internal_type(lt)) {
+        case DUCKDB_TYPE_UTINYINT: index = ((const uint8_t *)data)[row]; break;
+        case DUCKDB_TYPE_USMALLINT: index = ((const uint16_t *)data)[row]; break;
+        default: index = ((const uint32_t *)data)[row]; break;
+        }
+        return duckdb_create_enum_value(lt, index);
+    }
+    case DUCKDB_TYPE_LIST: {
+        duckdb_list_entry e = ((const duckdb_list_entry *)data)[row];
+        duckdb_logical_type ct = duckdb_list_type_child_type(lt);
+        duckdb_value *values = sql_child_values(duckdb_list_vector_get_child(v), ct, e.offset, e.length);
+        duckdb_value out = values ? duckdb_create_list_value(ct, values, e.length) : NULL;
+        sql_values_free(values, e.length);
+        duckdb_destroy_logical_type(&ct);
+        return out;
+    }
+    case DUCKDB_TYPE_ARRAY: {
+        idx_t n = duckdb_array_type_array_size(lt);
+        duckdb_logical_type ct = duckdb_array_type_child_type(lt);
+        duckdb_value *values = sql_child_values(duckdb_array_vector_get_child(v), ct, row * n, n);
+        duckdb_value out = values ? duckdb_create_array_value(ct, values, n) : NULL;
+        sql_values_free(values, n);
+        duckdb_destroy_logical_type(&ct);
+        return out;
+    }
+    case DUCKDB_TYPE_STRUCT: {
+        idx_t n = duckdb_struct_type_child_count(lt);
+        duckdb_value *values = dk_calloc(n ? n : 1, sizeof *values);
+        if (!values) return NULL;
+        for (idx_t i = 0; i < n; i++) {
+            duckdb_logical_type ct = duckdb_struct_type_child_type(lt, i);
+            values[i] = sql_vector_value(duckdb_struct_vector_get_child(v, i), ct, row);
+            duckdb_destroy_logical_type(&ct);
+        }
+        duckdb_value out = duckdb_create_struct_value(lt, values);
+        sql_values_free(values, n);
+        return out;
+    }
+    case DUCKDB_TYPE_MAP: {
+        /* a LIST of STRUCT(key, value) */
+        duckdb_list_entry e = ((const duckdb_list_entry *)data)[row];
+        duckdb_vector entries = duckdb_list_vector_get_child(v);
+        duckdb_logical_type kt = duckdb_map_type_key_type(lt), vt = duckdb_map_type_value_type(lt);
+        duckdb_value *keys = sql_child_values(duckdb_struct_vector_get_child(entries, 0), kt, e.offset, e.length);
+        duckdb_value *vals = sql_child_values(duckdb_struct_vector_get_child(entries, 1), vt, e.offset, e.length);
+        duckdb_value out = keys && vals ? duckdb_create_map_value(lt, keys, vals, e.length) : NULL;
+        sql_values_free(keys, e.length);
+        sql_values_free(vals, e.length);
+        duckdb_destroy_logical_type(&kt);
+        duckdb_destroy_logical_type(&vt);
+        return out;
+    }
+    default:
+        return duckdb_create_varchar("(a value of an unsupported type)");
+    }
+}
+
+/* The text of a top-level value: DuckDB's SQL literal without outer quotes and ::TYPE. */
+static char *sql_value_text(duckdb_value value)
+{
+    char *s = value ? duckdb_value_to_string(value) : NULL;
+    if (!s) return NULL;
+    char *text = NULL;
+    if (s[0] == '\'') {
+        size_t i = 1;
+        dk_buf b = {0};
+        for (; s[i]; i++) {
+            if (s[i] == '\'' && s[i + 1] == '\'') dk_buf_putc(&b, '\''), i++;
+            else if (s[i] == '\'') break;
+            else dk_buf_putc(&b, s[i]);
+        }
+        if (s[i] == '\'' && (s[i + 1] == '\0' || strncmp(s + i + 1, "::", 2) == 0))
+            text = b.data ? dk_buf_detach(&b) : dk_strdup("");
+        dk_buf_free(&b);
+    }
+    if (!text) text = dk_strdup(s);
+    duckdb_free(s);
+    return text;
+}
+
+/* Fills the cells of res (n_rows rows) from the chunks of r. */
+static int sql_result_cells_from_chunks(duckdb_result *r, sql_result *res)
+{
+    size_t n_cols = res->n_cols, row = 0;
+    duckdb_logical_type *types = dk_calloc(n_cols ? n_cols : 1, sizeof *types);
+    if (!types) return -1;
+    for (size_t c = 0; c < n_cols; c++) types[c] = duckdb_column_logical_type(r, c);
+    int rc = 0;
+    idx_t n_chunks = duckdb_result_chunk_count(*r);
+    for (idx_t ci = 0; ci < n_chunks && row < res->n_rows && rc == 0; ci++) {
+        duckdb_data_chunk chunk = duckdb_result_get_chunk(*r, ci);
+        if (!chunk) break;
+        idx_t n = duckdb_data_chunk_get_size(chunk);
+        for (idx_t i = 0; i < n && row < res->n_rows && rc == 0; i++, row++) {
+            for (size_t c = 0; c < n_cols && rc == 0; c++) {
+                duckdb_vector v = duckdb_data_chunk_get_vector(chunk, c);
+                uint64_t *validity = duckdb_vector_get_validity(v);
+                if (validity && !duckdb_validity_row_is_valid(validity, i)) continue;
+                duckdb_value value = sql_vector_value(v, types[c], i);
+                char *text = sql_value_text(value);
+                if (value) duckdb_destroy_value(&value);
+                if (!text) rc = -1;
+                res->cells[row * n_cols + c] = text;
+            }
+        }
+        duckdb_destroy_data_chunk(&chunk);
+    }
+    for (size_t c = 0; c < n_cols; c++) duckdb_destroy_logical_type(&types[c]);
+    dk_free(types);
+    return rc;
+}
+
 /* Copies the first max_rows rows of a materialized result into our own object. */
 static int sql_result_build(duckdb_result *r, size_t max_rows, sql_result **out, char *err)
 {
@@ -447,6 +761,7 @@ static int sql_result_build(duckdb_result *r, size_t max_rows, sql_result **out,
     res->n_rows = n_all < max_rows ? n_all : max_rows;
     res->truncated = n_all > max_rows;
     res->n_cols = n_cols;
+    int any_nested = 0; /* read by chunks (see sql_result_cells_from_chunks) */
     size_t n_cells;
     if (dk_mul_size(res->n_rows, n_cols, &n_cells)) goto nomem;
     res->names = dk_calloc(n_cols ? n_cols : 1, sizeof *res->names);
@@ -459,7 +774,15 @@ static int sql_result_build(duckdb_result *r, size_t max_rows, sql_result **out,
         const char *name = duckdb_column_name(r, c);
         res->names[c] = dk_strdup(name ? name : "");
         res->kinds[c] = sql_kind_of(t);
-        if (t == DUCKDB_TYPE_DECIMAL) {
+        if (sql_type_is_nested(t)) {
+            duckdb_logical_type lt = duckdb_column_logical_type(r, c);
+            dk_buf name_buf = {0};
+            sql_logical_type_name(lt, &name_buf);
+            duckdb_destroy_logical_type(&lt);
+            res->types[c] = name_buf.failed ? NULL : dk_buf_detach(&name_buf);
+            dk_buf_free(&name_buf);
+            any_nested = 1;
+        } else if (t == DUCKDB_TYPE_DECIMAL) {
             duckdb_logical_type lt = duckdb_column_logical_type(r, c);
             char tmp[48];
             snprintf(tmp, sizeof tmp, "DECIMAL(%u,%u)", (unsigned)duckdb_decimal_width(lt), (unsigned)duckdb_decimal_scale(lt));
@@ -469,6 +792,11 @@ static int sql_result_build(duckdb_result *r, size_t max_rows, sql_result **out,
             res->types[c] = dk_strdup(sql_type_name(t));
         }
         if (!res->names[c] || !res->types[c]) goto nomem;
+    }
+    if (any_nested) {
+        if (sql_result_cells_from_chunks(r, res) != 0) goto nomem;
+        *out = res;
+        return DK_OK;
     }
     for (size_t row = 0; row < res->n_rows; row++) {
         for (size_t c = 0; c < n_cols; c++) {
@@ -500,7 +828,10 @@ int sql_query(sql_db *db, const char *sql, const sql_limits *limits, sql_result 
     dk_buf_puts(&wrapped, "SELECT * FROM (\n");
     dk_buf_append(&wrapped, sql, sql_body_length(sql));
     dk_buf_printf(&wrapped, "\n) AS dk_query LIMIT %zu", max_rows + 1);
-    if (wrapped.failed) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    if (wrapped.failed) {
+        dk_buf_free(&wrapped);
+        return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
     duckdb_prepared_statement prepared = NULL;
     rc = sql_guard_prepare(db, wrapped.data, &prepared, err);
     dk_buf_free(&wrapped);
@@ -580,4 +911,103 @@ const char *sql_result_value(const sql_result *res, size_t i_row, size_t i_col)
     if (!res || i_row >= res->n_rows || i_col >= res->n_cols) return NULL;
     const char *v = res->cells[i_row * res->n_cols + i_col];
     return v ? v : "NULL";
+}
+
+/* ---- the user's own database: the shell (sql.h, "the shell and model calls inside SQL") ---- */
+
+int sql_db_open_shell(sql_db **out, const char *path, int read_only, char *err)
+{
+    static const char *const read_only_file[] = {"access_mode", "READ_ONLY", NULL};
+    static const char *const none[] = {NULL};
+    int rc = sql_db_open_with(out, path, read_only ? read_only_file : none, path && read_only, err);
+    if (rc == DK_OK) (*out)->is_shell = 1;
+    return rc;
+}
+
+int sql_db_connect_more(sql_db *db, sql_db **out, char *err)
+{
+    *out = NULL;
+    if (!db) return dk_fail(err, DK_ERR_ARG, "missing database");
+    /* seal first, so that the new handle never needs to (the seal is database-wide) */
+    int rc = sql_db_seal(db, err);
+    if (rc != DK_OK) return rc;
+    sql_db *more = dk_calloc(1, sizeof *more);
+    if (!more) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    more->database = db->database;
+    more->borrows_database = 1;
+    more->is_file = db->is_file;
+    more->sealed = db->sealed;
+    more->is_shell = db->is_shell;
+    if (duckdb_connect(db->database, &more->conn) == DuckDBError) {
+        sql_db_free(more);
+        return dk_fail(err, DK_ERR_IO, "cannot open a second connection to the database");
+    }
+    *out = more;
+    return DK_OK;
+}
+
+struct _duckdb_connection *sql_db_duckdb_connection(sql_db *db) { return db ? db->conn : NULL; }
+
+int sql_db_attach_functions(sql_db *db, sql_functions *fns, char *err)
+{
+    if (!db || db->borrows_database) return dk_fail(err, DK_ERR_ARG, "functions need a database of their own");
+    if (db->functions) return dk_fail(err, DK_ERR_ARG, "the model functions are registered on this database already");
+    db->functions = fns;
+    return DK_OK;
+}
+
+void sql_db_interrupt(sql_db *db)
+{
+    if (!db) return;
+    atomic_store(&db->interrupted, 1);
+    duckdb_interrupt(db->conn);
+    if (db->functions) sql_functions_cancel(db->functions, 1);
+}
+
+/* Runs the prepared statement i_statement of sql_exec and hands its rows on. */
+static int sql_exec_one(sql_db *db, duckdb_extracted_statements extracted, size_t i_statement, size_t max_rows,
+                        sql_result_fn on_result, void *user, char *err)
+{
+    duckdb_prepared_statement prepared = NULL;
+    if (duckdb_prepare_extracted_statement(db->conn, extracted, i_statement, &prepared) == DuckDBError) {
+        const char *why = duckdb_prepare_error(prepared);
+        int rc = sql_fail_duckdb(err, why ? why : "the statement could not be prepared");
+        duckdb_destroy_prepare(&prepared);
+        return rc;
+    }
+    duckdb_result r;
+    int rc = DK_OK;
+    if (duckdb_execute_prepared(prepared, &r) == DuckDBError) {
+        rc = sql_fail_duckdb(err, duckdb_result_error(&r));
+    } else if (on_result && duckdb_result_return_type(r) == DUCKDB_RESULT_TYPE_QUERY_RESULT) {
+        sql_result *res = NULL;
+        rc = sql_result_build(&r, max_rows, &res, err);
+        if (rc == DK_OK) rc = on_result(user, i_statement, res, err);
+        sql_result_free(res);
+    }
+    duckdb_destroy_result(&r);
+    duckdb_destroy_prepare(&prepared);
+    return rc;
+}
+
+int sql_exec(sql_db *db, const char *text, size_t max_rows, sql_result_fn on_result, void *user, char *err)
+{
+    if (!db || !text) return dk_fail(err, DK_ERR_ARG, "missing database or statements");
+    if (!max_rows) max_rows = SQL_EXEC_DEFAULT_MAX_ROWS;
+    atomic_store(&db->interrupted, 0);
+    if (db->functions) sql_functions_cancel(db->functions, 0);
+    duckdb_extracted_statements extracted = NULL;
+    size_t n = (size_t)duckdb_extract_statements(db->conn, text, &extracted);
+    int rc = DK_OK;
+    if (n == 0) {
+        const char *why = extracted ? duckdb_extract_statements_error(extracted) : NULL;
+        if (why) rc = sql_fail_duckdb(err, why);
+    }
+    for (size_t i = 0; i < n && rc == DK_OK; i++) {
+        /* statements are prepared one at a time: each sees what the ones before it made */
+        if (atomic_load(&db->interrupted)) rc = dk_fail(err, DK_ERR_LIMIT, "interrupted");
+        else rc = sql_exec_one(db, extracted, i, max_rows, on_result, user, err);
+    }
+    duckdb_destroy_extracted(&extracted);
+    return rc;
 }

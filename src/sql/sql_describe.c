@@ -4,28 +4,20 @@
  * the choice of the most relevant tables when there are too many (the rule is in sql.h).
  * Everything is read through sql_query, i.e. through the same read-only guard as user SQL,
  * from DuckDB's catalog functions duckdb_tables(), duckdb_views(), duckdb_columns() and
- * duckdb_constraints().
+ * duckdb_constraints(). The table list and the relevance choice are shared with sql_grammar.c
+ * through sql_internal.h.
  */
-#include "sql/sql.h"
+#include "sql/sql_internal.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SQL_SAMPLE_MAX_CHARS 40
-#define SQL_DESCRIBE_TIMEOUT_MS 5000
 #define SQL_WORD_MAX 32
 #define SQL_QUESTION_WORDS_MAX 64
 
-typedef struct sql_table_info {
-    char *schema, *name, *kind; /* kind: "TABLE" or "VIEW" */
-    sql_result *columns;        /* (column_name, data_type) */
-    int score;                  /* relevance to the question */
-    size_t i_order;             /* position in name order */
-    int keep;
-} sql_table_info;
-
-static void sql_lit(dk_buf *b, const char *s)
+void sql_put_literal(dk_buf *b, const char *s)
 {
     dk_buf_putc(b, '\'');
     for (; *s; s++) {
@@ -35,7 +27,7 @@ static void sql_lit(dk_buf *b, const char *s)
     dk_buf_putc(b, '\'');
 }
 
-static void sql_ident(dk_buf *b, const char *s)
+void sql_put_ident(dk_buf *b, const char *s)
 {
     dk_buf_putc(b, '"');
     for (; *s; s++) {
@@ -45,12 +37,11 @@ static void sql_ident(dk_buf *b, const char *s)
     dk_buf_putc(b, '"');
 }
 
-/* Runs an internal catalog query built in b (freed here). */
-static int sql_run_built(sql_db *db, dk_buf *b, size_t max_rows, sql_result **out, char *err)
+int sql_run_built(sql_db *db, dk_buf *b, size_t max_rows, sql_result **out, char *err)
 {
     int rc;
     if (b->failed) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
-    else rc = sql_query(db, b->data, &(sql_limits){.max_rows = max_rows, .timeout_ms = SQL_DESCRIBE_TIMEOUT_MS}, out, err);
+    else rc = sql_query(db, b->data, &(sql_limits){.max_rows = max_rows, .timeout_ms = SQL_CATALOG_TIMEOUT_MS}, out, err);
     dk_buf_free(b);
     return rc;
 }
@@ -113,8 +104,7 @@ static int sql_by_relevance(const void *pa, const void *pb)
     return a->i_order < b->i_order ? -1 : a->i_order > b->i_order;
 }
 
-/* Marks the tables to describe: all, or the max_tables most relevant. */
-static int sql_choose_tables(sql_table_info *tables, size_t n, const char *question, int max_tables)
+int sql_tables_choose(sql_table_info *tables, size_t n, const char *question, int max_tables)
 {
     if (max_tables <= 0 || n <= (size_t)max_tables) {
         for (size_t i = 0; i < n; i++) tables[i].keep = 1;
@@ -124,6 +114,7 @@ static int sql_choose_tables(sql_table_info *tables, size_t n, const char *quest
     if (!order) return -1;
     for (size_t i = 0; i < n; i++) {
         tables[i].score = question ? sql_table_score(&tables[i], question) : 0;
+        tables[i].keep = 0;
         order[i] = &tables[i];
     }
     qsort(order, n, sizeof *order, sql_by_relevance);
@@ -136,9 +127,9 @@ static int sql_choose_tables(sql_table_info *tables, size_t n, const char *quest
 
 static void sql_qualified(dk_buf *b, const sql_table_info *t)
 {
-    sql_ident(b, t->schema);
+    sql_put_ident(b, t->schema);
     dk_buf_putc(b, '.');
-    sql_ident(b, t->name);
+    sql_put_ident(b, t->name);
 }
 
 static int sql_describe_keys(sql_db *db, const sql_table_info *t, sql_result **out, char *err)
@@ -147,9 +138,9 @@ static int sql_describe_keys(sql_db *db, const sql_table_info *t, sql_result **o
     dk_buf_puts(&b, "SELECT constraint_type, array_to_string(constraint_column_names, ', '), referenced_table, "
                     "array_to_string(referenced_column_names, ', '), len(constraint_column_names) "
                     "FROM duckdb_constraints() WHERE constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') AND schema_name = ");
-    sql_lit(&b, t->schema);
+    sql_put_literal(&b, t->schema);
     dk_buf_puts(&b, " AND table_name = ");
-    sql_lit(&b, t->name);
+    sql_put_literal(&b, t->name);
     dk_buf_puts(&b, " ORDER BY constraint_index");
     return sql_run_built(db, &b, 1000, out, err);
 }
@@ -168,13 +159,13 @@ static int sql_put_samples(sql_db *db, const sql_table_info *t, const char *colu
 {
     dk_buf b = {0};
     dk_buf_puts(&b, "SELECT DISTINCT ");
-    sql_ident(&b, column);
+    sql_put_ident(&b, column);
     dk_buf_puts(&b, " AS v FROM ");
     sql_qualified(&b, t);
     dk_buf_puts(&b, " WHERE ");
-    sql_ident(&b, column);
+    sql_put_ident(&b, column);
     dk_buf_printf(&b, " IS NOT NULL AND length(");
-    sql_ident(&b, column);
+    sql_put_ident(&b, column);
     dk_buf_printf(&b, ") <= %d ORDER BY 1", SQL_SAMPLE_MAX_CHARS);
     sql_result *samples = NULL;
     int rc = sql_run_built(db, &b, (size_t)n_samples, &samples, err);
@@ -228,7 +219,7 @@ done:
 
 /* ---- the whole schema ---- */
 
-static void sql_tables_free(sql_table_info *tables, size_t n)
+void sql_tables_free(sql_table_info *tables, size_t n)
 {
     for (size_t i = 0; tables && i < n; i++) {
         dk_free(tables[i].schema);
@@ -239,7 +230,7 @@ static void sql_tables_free(sql_table_info *tables, size_t n)
     dk_free(tables);
 }
 
-static int sql_load_tables(sql_db *db, sql_table_info **out, size_t *n_out, char *err)
+int sql_tables_load(sql_db *db, sql_table_info **out, size_t *n_out, char *err)
 {
     *out = NULL;
     *n_out = 0;
@@ -248,7 +239,7 @@ static int sql_load_tables(sql_db *db, sql_table_info **out, size_t *n_out, char
                        "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE NOT internal "
                        "UNION ALL SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() WHERE NOT internal "
                        "ORDER BY 2, 1",
-                       &(sql_limits){.max_rows = 100000, .timeout_ms = SQL_DESCRIBE_TIMEOUT_MS}, &list, err);
+                       &(sql_limits){.max_rows = 100000, .timeout_ms = SQL_CATALOG_TIMEOUT_MS}, &list, err);
     if (rc != DK_OK) return rc;
     size_t n = sql_result_n_rows(list);
     sql_table_info *tables = dk_calloc(n ? n : 1, sizeof *tables);
@@ -268,9 +259,9 @@ static int sql_load_tables(sql_db *db, sql_table_info **out, size_t *n_out, char
         }
         dk_buf b = {0};
         dk_buf_puts(&b, "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ");
-        sql_lit(&b, t->schema);
+        sql_put_literal(&b, t->schema);
         dk_buf_puts(&b, " AND table_name = ");
-        sql_lit(&b, t->name);
+        sql_put_literal(&b, t->name);
         dk_buf_puts(&b, " ORDER BY column_index");
         rc = sql_run_built(db, &b, 100000, &t->columns, err);
     }
@@ -290,9 +281,9 @@ int sql_describe(sql_db *db, const char *question, const sql_describe_opts *opts
     sql_describe_opts o = opts ? *opts : (sql_describe_opts){.n_samples = 3, .max_tables = 0};
     sql_table_info *tables = NULL;
     size_t n = 0;
-    int rc = sql_load_tables(db, &tables, &n, err);
+    int rc = sql_tables_load(db, &tables, &n, err);
     if (rc != DK_OK) return rc;
-    if (sql_choose_tables(tables, n, question, o.max_tables)) {
+    if (sql_tables_choose(tables, n, question, o.max_tables)) {
         sql_tables_free(tables, n);
         return dk_fail(err, DK_ERR_NOMEM, "out of memory");
     }

@@ -1,0 +1,29 @@
+/*
+ * agent_tools.h: inside agent/, the prompt and tools of the SQL agent (agent_tools.c), used by
+ * the loop in agent.c. Not part of the module's interface (agent.h).
+ */
+#ifndef DK_AGENT_TOOLS_H
+#define DK_AGENT_TOOLS_H
+
+#include "agent/agent.h"
+
+/* The system message: instructions and the schema description (sql_describe). */
+int agent_system_prompt(sql_db *db, const char *question, int max_tables, size_t max_rows, dk_buf *out, char *err);
+
+/* The tools array [run_sql, describe_table] (new reference in *out). for_grammar: run_sql's
+ * "sql" names the rule "agent-sql" with "x-gbnf" (local models); without, plain JSON schema. */
+int agent_tools_build(sql_db *db, bool for_grammar, json_t **out, char *err);
+
+/* The GBNF rules of "agent-sql" (SQL inside a JSON string) for db; *out is dk_free'd by the caller. */
+int agent_sql_grammar(sql_db *db, const char *question, int max_tables, char **out, char *err);
+
+/* Runs a model's query. DK_OK: *result (caller frees) and its table in text. A query DuckDB
+ * refuses or that fails: its code and message, and in text the error for the model.
+ * DK_ERR_NOMEM is the agent's own failure. */
+int agent_run_sql(sql_db *db, const char *sql, const sql_limits *limits, sql_result **result, dk_buf *text, char *err);
+
+/* describe_table: the columns and first rows of a table, into text (an error text when the
+ * table does not exist, with its code). */
+int agent_describe_table(sql_db *db, const char *table, dk_buf *text, char *err);
+
+#endif

@@ -1,0 +1,275 @@
+/*
+ * cmd_ask.c: `duckling ask --db FILE [--model M] [--escalate-to M2] QUESTION`: the SQL agent
+ * (agent/) on the command line. It opens the data read-only (a .duckdb file, or CSV / Parquet /
+ * JSON files as views named after them), makes the models (a local GGUF or store name loaded
+ * here, or an OpenAI-compatible endpoint URL[#MODEL]), asks, and prints the SQL that ran, its
+ * result and the answer, or with --json the whole agent_ask object.
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent.h"
+#include "sql/sql.h"
+
+#define CMD "ask"
+#define ASK_MAX_DATA_FILES 32
+#define ASK_DEFAULT_CTX 4096
+
+/* One model the agent may ask: an endpoint, or a model loaded here with its session. */
+typedef struct ask_model {
+    engine_model *model;
+    engine_session *session;
+    agent_llm *llm;
+} ask_model;
+
+typedef struct ask_opts {
+    const char *data[ASK_MAX_DATA_FILES];
+    size_t n_data;
+    const char *model, *escalate_to, *api_key, *question;
+    bool escalate_now, json, verbose;
+    long max_repairs, max_rows, timeout_ms, n_ctx, n_threads, num_predict, seed;
+    float temperature, min_confidence;
+    bool min_confidence_set;
+} ask_opts;
+
+static void ask_model_close(ask_model *m)
+{
+    agent_llm_free(m->llm);
+    engine_session_free(m->session);
+    engine_model_free(m->model);
+    memset(m, 0, sizeof *m);
+}
+
+/* Opens spec: a URL is an endpoint, anything else a model loaded here. 0 or 1 (reported). */
+static int ask_model_open(const ask_opts *o, const char *spec, ask_model *m)
+{
+    char err[DK_ERRLEN];
+    memset(m, 0, sizeof *m);
+    if (agent_spec_is_url(spec)) {
+        if (agent_llm_openai(&m->llm, spec, o->api_key, err) != DK_OK) return cli_error(CMD, "%s", err);
+        return 0;
+    }
+    if (cli_load_model(CMD, spec, false, (int)o->n_threads, false, &m->model)) return 1;
+    if (engine_is_embedding(m->model)) {
+        ask_model_close(m);
+        return cli_error(CMD, "%s is an embedding model; the agent needs a chat model", spec);
+    }
+    engine_session_params sp;
+    engine_session_params_default(&sp);
+    sp.n_ctx = (size_t)o->n_ctx;
+    sp.n_threads = (int)o->n_threads;
+    if (engine_session_new(&m->session, m->model, &sp, err) != DK_OK ||
+        agent_llm_local(&m->llm, m->session, spec, err) != DK_OK) {
+        ask_model_close(m);
+        return cli_error(CMD, "%s", err);
+    }
+    return 0;
+}
+
+static int ask_open_data(const ask_opts *o, sql_db **db)
+{
+    char err[DK_ERRLEN];
+    if (sql_db_open_data(db, o->data, o->n_data, err) != DK_OK) return cli_error(CMD, "%s", err);
+    return 0;
+}
+
+/* ---- options ---- */
+
+static int parse_number_opt(int argc, char **argv, int *i, const char *name, long lo, long hi, long *out, int *r)
+{
+    const char *v = NULL;
+    *r = cli_opt_value(CMD, argc, argv, i, name, &v);
+    if (*r == 0) return 0;
+    if (*r < 0 || cli_parse_long(CMD, name, v, lo, hi, out)) *r = -1;
+    return 1;
+}
+
+static int parse_args(int argc, char **argv, ask_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->max_repairs = 2;
+    o->n_ctx = ASK_DEFAULT_CTX;
+    o->num_predict = 512;
+    o->model = getenv("DUCKLING_ASK_MODEL");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int r;
+        if (a[0] != '-' || a[1] == 0) {
+            if (o->question) return cli_error(CMD, "one QUESTION only (quote it): '%s'", a);
+            o->question = a;
+            continue;
+        }
+        if (strcmp(a, "--json") == 0) { o->json = true; continue; }
+        if (strcmp(a, "--verbose") == 0) { o->verbose = true; continue; }
+        if (strcmp(a, "--escalate") == 0) { o->escalate_now = true; continue; }
+        if ((r = cli_opt_value(CMD, argc, argv, &i, "--db", &v)) != 0) {
+            if (r < 0) return 1;
+            if (o->n_data == ASK_MAX_DATA_FILES) return cli_error(CMD, "at most %d --db files", ASK_MAX_DATA_FILES);
+            o->data[o->n_data++] = v;
+            continue;
+        }
+        if ((r = cli_opt_value(CMD, argc, argv, &i, "--model", &v)) != 0) {
+            if (r < 0) return 1;
+            o->model = v;
+            continue;
+        }
+        if ((r = cli_opt_value(CMD, argc, argv, &i, "--escalate-to", &v)) != 0) {
+            if (r < 0) return 1;
+            o->escalate_to = v;
+            continue;
+        }
+        if ((r = cli_opt_value(CMD, argc, argv, &i, "--api-key", &v)) != 0) {
+            if (r < 0) return 1;
+            o->api_key = v;
+            continue;
+        }
+        if ((r = cli_opt_value(CMD, argc, argv, &i, "--temperature", &v)) != 0) {
+            if (r < 0 || cli_parse_float(CMD, "--temperature", v, 0, 10, &o->temperature)) return 1;
+            continue;
+        }
+        if ((r = cli_opt_value(CMD, argc, argv, &i, "--min-confidence", &v)) != 0) {
+            if (r < 0 || cli_parse_float(CMD, "--min-confidence", v, 0, 1, &o->min_confidence)) return 1;
+            o->min_confidence_set = true;
+            continue;
+        }
+        if (parse_number_opt(argc, argv, &i, "--max-repairs", 0, 20, &o->max_repairs, &r) ||
+            parse_number_opt(argc, argv, &i, "--max-rows", 1, 100000, &o->max_rows, &r) ||
+            parse_number_opt(argc, argv, &i, "--timeout", 1, 3600000, &o->timeout_ms, &r) ||
+            parse_number_opt(argc, argv, &i, "--ctx", 64, 1 << 20, &o->n_ctx, &r) ||
+            parse_number_opt(argc, argv, &i, "--threads", 1, 1024, &o->n_threads, &r) ||
+            parse_number_opt(argc, argv, &i, "--seed", 0, 0x7fffffff, &o->seed, &r) ||
+            parse_number_opt(argc, argv, &i, "--num-predict", 1, 1 << 20, &o->num_predict, &r) ||
+            parse_number_opt(argc, argv, &i, "-n", 1, 1 << 20, &o->num_predict, &r)) {
+            if (r < 0) return 1;
+            continue;
+        }
+        return cli_error(CMD, "unknown option '%s' (see duckling help ask)", a);
+    }
+    if (o->n_data == 0) return cli_error(CMD, "no data: give --db FILE.duckdb (or CSV / Parquet / JSON files)");
+    if (!o->question || !o->question[0]) return cli_error(CMD, "no question (usage: duckling ask --db FILE QUESTION)");
+    if (!o->model || !o->model[0]) return cli_error(CMD, "no model: give --model M (or set DUCKLING_ASK_MODEL)");
+    if (o->escalate_now && !o->escalate_to) return cli_error(CMD, "--escalate needs --escalate-to");
+    return 0;
+}
+
+/* ---- output ---- */
+
+static void print_step(void *user, const json_t *step)
+{
+    (void)user;
+    const char *kind = json_string_value(json_object_get(step, "kind"));
+    const char *model = json_string_value(json_object_get(step, "model"));
+    if (kind && strcmp(kind, "sql") == 0) {
+        const char *error = json_string_value(json_object_get(step, "error"));
+        fprintf(stderr, "[%s] run_sql: %s\n", model, json_string_value(json_object_get(step, "sql")));
+        if (error) fprintf(stderr, "[%s]   error: %s\n", model, error);
+        else fprintf(stderr, "[%s]   %lld rows\n", model, (long long)json_integer_value(json_object_get(step, "rows")));
+    } else if (kind && strcmp(kind, "describe") == 0) {
+        fprintf(stderr, "[%s] describe_table: %s\n", model, json_string_value(json_object_get(step, "table")));
+    } else if (kind && strcmp(kind, "error") == 0) {
+        fprintf(stderr, "[%s] error: %s\n", model, json_string_value(json_object_get(step, "error")));
+    } else {
+        fprintf(stderr, "[%s] answer\n", model);
+    }
+}
+
+/* The result rows as a compact table (JSON values as text). */
+static void print_rows(const json_t *answer)
+{
+    const json_t *cols = json_object_get(answer, "columns"), *rows = json_object_get(answer, "rows");
+    size_t i;
+    const json_t *c;
+    json_array_foreach(cols, i, c) printf("%s%s", i ? " | " : "", json_string_value(json_object_get(c, "name")));
+    printf("\n");
+    const json_t *row;
+    json_array_foreach(rows, i, row) {
+        size_t j;
+        const json_t *v;
+        json_array_foreach(row, j, v) {
+            if (j) printf(" | ");
+            if (json_is_string(v)) printf("%s", json_string_value(v));
+            else {
+                char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+                printf("%s", s ? s : "?");
+                free(s);
+            }
+        }
+        printf("\n");
+    }
+    if (json_is_true(json_object_get(answer, "truncated"))) printf("(more rows were cut)\n");
+}
+
+static void print_text(const json_t *answer)
+{
+    const char *sql = json_string_value(json_object_get(answer, "sql"));
+    if (sql) {
+        printf("SQL: %s\n\n", sql);
+        print_rows(answer);
+        printf("\n");
+    }
+    printf("%s\n", json_string_value(json_object_get(answer, "answer")));
+    const char *reason = json_string_value(json_object_get(answer, "escalation_reason"));
+    printf("\n(model: %s", json_string_value(json_object_get(answer, "model")));
+    if (reason) printf(", escalated: %s", reason);
+    printf(")\n");
+}
+
+static int print_answer(const ask_opts *o, const json_t *answer)
+{
+    if (o->json) {
+        char *s = json_dumps(answer, JSON_COMPACT | JSON_REAL_PRECISION(10));
+        if (!s) return cli_error(CMD, "out of memory");
+        printf("%s\n", s);
+        free(s);
+    } else {
+        print_text(answer);
+    }
+    fflush(stdout);
+    if (json_is_null(json_object_get(answer, "sql")))
+        return cli_error(CMD, "no query worked: %s",
+                         json_string_value(json_object_get(answer, "error")) ? json_string_value(json_object_get(answer, "error"))
+                                                                              : "the model did not run one");
+    return 0;
+}
+
+int cli_ask(int argc, char **argv)
+{
+    ask_opts o;
+    if (parse_args(argc, argv, &o)) return 1;
+    sql_db *db = NULL;
+    ask_model small = {0}, large = {0};
+    int status = 1;
+    if (ask_open_data(&o, &db)) goto done;
+    if (ask_model_open(&o, o.model, &small)) goto done;
+    if (o.escalate_to && ask_model_open(&o, o.escalate_to, &large)) goto done;
+
+    agent_config cfg;
+    agent_config_default(&cfg);
+    cfg.model = small.llm;
+    cfg.escalate_to = large.llm;
+    cfg.escalate_now = o.escalate_now;
+    cfg.max_repairs = (int)o.max_repairs;
+    cfg.min_confidence = o.min_confidence_set ? o.min_confidence : (o.escalate_to ? 0.5 : 0);
+    cfg.limits.max_rows = (size_t)o.max_rows;
+    cfg.limits.timeout_ms = (uint32_t)o.timeout_ms;
+    cfg.max_tokens = o.num_predict;
+    cfg.temperature = o.temperature;
+    cfg.seed = (uint64_t)o.seed;
+    if (o.verbose) cfg.on_step = print_step;
+    json_t *answer = NULL;
+    char err[DK_ERRLEN];
+    if (agent_ask(&cfg, db, o.question, &answer, err) != DK_OK) {
+        cli_error(CMD, "%s", err);
+        goto done;
+    }
+    status = print_answer(&o, answer);
+    json_decref(answer);
+done:
+    ask_model_close(&large);
+    ask_model_close(&small);
+    sql_db_free(db);
+    return status;
+}
