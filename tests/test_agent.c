@@ -416,6 +416,9 @@ TEST(agent, describe_table_then_query)
     CHECK(seen && strstr(seen, "amount DECIMAL(10,2)") && strstr(seen, "refunded"));
     const char *seen2 = tool_result_seen(reqs, 2);
     CHECK(seen2 && strstr(seen2, "no tool drop_everything"));
+    /* after a look at a table the model must query */
+    const json_t *tc1 = json_object_get(json_object_get(json_array_get(reqs, 1), "body"), "tool_choice");
+    CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(tc1, "function"), "name")), "run_sql");
     /* describe_table offers the tables by name */
     const json_t *tools = json_object_get(json_object_get(json_array_get(reqs, 0), "body"), "tools");
     const json_t *en = json_object_get(
@@ -496,4 +499,43 @@ TEST(agent, local_models_write_sql_that_always_parses)
     test_log("local models: %d queries, %d parse errors", n_sql, n_parse_errors);
     CHECK(n_sql >= 6);
     CHECK_EQ_INT(n_parse_errors, 0);
+}
+
+TEST(agent, a_local_small_model_escalates_to_an_endpoint)
+{
+    char path[1024], err[DK_ERRLEN];
+    engine_model *model = NULL;
+    engine_load_params lp;
+    engine_load_params_default(&lp);
+    lp.n_threads = 1;
+    REQUIRE(engine_model_load(&model, test_kit_file(path, sizeof path, "forward/stories260K/stories260K.F32.gguf"), &lp, err) ==
+            DK_OK);
+    engine_session_params sp;
+    engine_session_params_default(&sp);
+    sp.n_ctx = 4096;
+    engine_session *session = NULL;
+    agent_llm *small = NULL;
+    agent_run r;
+    /* a story model's SQL binds rarely, and its tokens are never likely under the grammar:
+     * either way the question goes to the larger model */
+    REQUIRE(agent_run_start(&r, escalation_script, true) == 0);
+    REQUIRE(engine_session_new(&session, model, &sp, err) == DK_OK);
+    REQUIRE(agent_llm_local(&small, session, "stories", err) == DK_OK);
+    r.cfg.model = small;
+    r.cfg.max_repairs = 0;
+    r.cfg.min_confidence = 0.9;
+    r.cfg.max_tokens = 64;
+    agent_run_ask(&r, "What is the largest order?");
+    CHECK_EQ_INT(r.rc, DK_OK);
+    CHECK(json_is_true(json_object_get(r.answer, "escalated")));
+    const char *reason = json_string_value(json_object_get(r.answer, "escalation_reason"));
+    CHECK(reason && (strcmp(reason, "sql_failed") == 0 || strcmp(reason, "low_confidence") == 0));
+    CHECK_EQ_STR(json_string_value(json_object_get(r.answer, "model")), "large");
+    CHECK_EQ_STR(step_str(r.answer, 0, "model"), "stories");
+    CHECK(json_object_get(json_object_get(r.answer, "usage"), "stories") != NULL);
+    CHECK_EQ_INT(standin_n_requests(r.server, "small"), 0);
+    agent_llm_free(small);
+    engine_session_free(session);
+    engine_model_free(model);
+    agent_run_end(&r);
 }

@@ -3,8 +3,8 @@
  *
  * One model's attempt is a conversation: system (instructions + schema), user (the question),
  * then turns. The first turn must call a tool (tool_choice required): a question about the
- * data starts with a query. After a failing query the next turn must call a tool again (the
- * repair), up to max_repairs times. After a query that worked, a local model is asked for the
+ * data starts with a query. After describe_table the next turn must call run_sql. After a
+ * failing query the next turn must call a tool again (the repair), up to max_repairs times. After a query that worked, a local model is asked for the
  * answer (tool_choice none: its turn is the words that quote the result), an endpoint may
  * still choose to query again (auto). The router runs the small model first and hands the
  * question to the larger one, starting afresh, when its SQL still fails after the repairs,
@@ -255,7 +255,8 @@ static json_t *conversation_new(const ask_state *st)
 static long turn_max_tokens(const agent_config *cfg, bool local, enum engine_tool_choice choice)
 {
     long n = cfg->max_tokens > 0 ? cfg->max_tokens : 512;
-    if (local && choice == ENGINE_TOOL_REQUIRED && n < AGENT_CALL_MIN_TOKENS) n = AGENT_CALL_MIN_TOKENS;
+    bool must_call = choice == ENGINE_TOOL_REQUIRED || choice == ENGINE_TOOL_NAMED;
+    if (local && must_call && n < AGENT_CALL_MIN_TOKENS) n = AGENT_CALL_MIN_TOKENS;
     return n;
 }
 
@@ -282,6 +283,7 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
             .messages = messages,
             .tools = local ? st->tools_grammar : st->tools_plain,
             .tool_choice = choice,
+            .tool_name = choice == ENGINE_TOOL_NAMED ? "run_sql" : NULL,
             .grammar_extra = local ? st->grammar : NULL,
             .max_tokens = turn_max_tokens(cfg, local, choice),
             .temperature = cfg->temperature,
@@ -346,7 +348,7 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
         agent_llm_reply_free(&r);
         if (rc != DK_OK) break;
         if (strcmp(name, "describe_table") == 0) {
-            choice = ENGINE_TOOL_REQUIRED;
+            choice = ENGINE_TOOL_NAMED; /* it has looked: now it queries (no describe loops) */
         } else if (ok) {
             choice = local ? ENGINE_TOOL_NONE : ENGINE_TOOL_AUTO;
         } else {
