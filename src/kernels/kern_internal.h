@@ -271,6 +271,11 @@ void kern_avx2_fill_ops(kern_isa_ops *ops);
 void kern_avx512_fill_ops(kern_isa_ops *ops);
 void kern_avx2_fill_fast_ops(kern_isa_ops *ops);
 void kern_avx512_fill_fast_ops(kern_isa_ops *ops);
+/* vector distances of rag/'s search (vec.c dispatches to them per call) */
+float kern_vec_avx2_dot(enum kern_vtype t, const void *row, float scale, const float *q, int64_t n);
+float kern_vec_avx2_l2sq(enum kern_vtype t, const void *row, float scale, const float *q, int64_t n);
+float kern_vec_avx512_dot(enum kern_vtype t, const void *row, float scale, const float *q, int64_t n);
+float kern_vec_avx512_l2sq(enum kern_vtype t, const void *row, float scale, const float *q, int64_t n);
 
 /* kernels.c: the table of the active variant. */
 const kern_isa_ops *kern_ops(void);

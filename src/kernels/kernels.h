@@ -171,6 +171,15 @@ void kern_attn_scores(const float *q, int n_head, int dim, const void *kt, bool 
 void kern_attn_values(const float *w, int64_t w_stride, int n_head, int dim, const void *v, bool f16, int64_t p0,
                       int64_t p1, float *out, int64_t out_stride);
 
+/* ---- vector distances (vec.c; for rag/'s vector search) ----
+ * A float query q against one stored vector row of n values: F32 floats, F16 IEEE halves,
+ * or I8 int8 values that stand for value * scale (scale is ignored for F32 and F16).
+ * kern_vec_dot: sum_i row_i * q_i; kern_vec_l2sq: sum_i (row_i - q_i)^2. Float sums; the
+ * ISA variants differ from the reference (arch/x86/vec_*.c) only in the order of additions. */
+enum kern_vtype { KERN_VTYPE_F32 = 0, KERN_VTYPE_F16 = 1, KERN_VTYPE_I8 = 2 };
+float kern_vec_dot(enum kern_vtype t, const void *row, float scale, const float *q, int64_t n);
+float kern_vec_l2sq(enum kern_vtype t, const void *row, float scale, const float *q, int64_t n);
+
 /* ---- thread pool ----
  * kern_pool_run calls fn(ctx, i_task, n_tasks) for every i_task in [0, n_tasks) spread over
  * the pool's threads (the caller's thread works too) and returns when all are done. */

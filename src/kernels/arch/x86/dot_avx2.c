@@ -10,16 +10,7 @@
 #include <string.h>
 
 #include "kernels/kern_internal.h"
-
-static inline float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    __m128 h = _mm_movehdup_ps(s);
-    s = _mm_add_ps(s, h);
-    h = _mm_movehl_ps(h, s);
-    s = _mm_add_ss(s, h);
-    return _mm_cvtss_f32(s);
-}
+#include "kernels/arch/x86/hsum.h"
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -38,7 +29,7 @@ static float dot_f32(const void *row, const float *x, int64_t n)
         a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float s = kern_hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) s += w[i] * x[i];
     return s;
 }
@@ -54,7 +45,7 @@ static float dot_f16(const void *row, const float *x, int64_t n)
     }
     for (; i + 8 <= n; i += 8)
         a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i))), _mm256_loadu_ps(x + i), a0);
-    float s = hsum8(_mm256_add_ps(a0, a1));
+    float s = kern_hsum8(_mm256_add_ps(a0, a1));
     for (; i < n; i++) s += h2f(w[i]) * x[i];
     return s;
 }
@@ -68,7 +59,7 @@ static float dot_bf16(const void *row, const float *x, int64_t n)
         __m256i v = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + i))), 16);
         a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(v), _mm256_loadu_ps(x + i), a0);
     }
-    float s = hsum8(a0);
+    float s = kern_hsum8(a0);
     for (; i < n; i++) s += kern_bf16_to_fp32(w[i]) * x[i];
     return s;
 }
@@ -84,7 +75,7 @@ static float dot_q8_0(const void *row, const float *x, int64_t n)
         s = _mm256_fmadd_ps(i8x8_ps(_mm_loadl_epi64((const __m128i *)(b->qs + 24))), _mm256_loadu_ps(x + 24), s);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b->d)), s, acc);
     }
-    return hsum8(acc);
+    return kern_hsum8(acc);
 }
 
 static float dot_q4_0(const void *row, const float *x, int64_t n)
@@ -102,7 +93,7 @@ static float dot_q4_0(const void *row, const float *x, int64_t n)
         s = _mm256_fmadd_ps(i8x8_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x + 24), s);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(b->d)), s, acc);
     }
-    return hsum8(acc);
+    return kern_hsum8(acc);
 }
 
 /* 16 unsigned bytes (0..15 each) times 16 floats, summed into 8 lanes */
@@ -150,7 +141,7 @@ static float dot_q4_k(const void *row, const float *x, int64_t n)
             accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin * m1), x1, accm);
         }
     }
-    return hsum8(acc) - hsum8(accm);
+    return kern_hsum8(acc) - kern_hsum8(accm);
 }
 
 static float dot_q6_k(const void *row, const float *x, int64_t n)
@@ -183,7 +174,7 @@ static float dot_q6_k(const void *row, const float *x, int64_t n)
             }
         }
     }
-    return hsum8(acc);
+    return kern_hsum8(acc);
 }
 
 static float dot_q5_k(const void *row, const float *x, int64_t n)
@@ -216,7 +207,7 @@ static float dot_q5_k(const void *row, const float *x, int64_t n)
             accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin * m1), x1, accm);
         }
     }
-    return hsum8(acc) - hsum8(accm);
+    return kern_hsum8(acc) - kern_hsum8(accm);
 }
 
 /* The remaining block types: the reference dequantizes one block into a buffer, then the
@@ -232,7 +223,7 @@ static float dot_via_block(enum gguf_tensor_type type, const void *row, const fl
         kern_ref_dequantize_row(type, p, tmp, bs);
         for (int j = 0; j < bs; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(tmp + j), _mm256_loadu_ps(x + j), acc);
     }
-    return hsum8(acc);
+    return kern_hsum8(acc);
 }
 
 static float dot_q4_1(const void *r, const float *x, int64_t n) { return dot_via_block(GGUF_TYPE_Q4_1, r, x, n); }
@@ -261,7 +252,7 @@ static float dot_q2_k(const void *row, const float *x, int64_t n)
             }
         }
     }
-    return hsum8(acc) - hsum8(accm);
+    return kern_hsum8(acc) - kern_hsum8(accm);
 }
 
 static float dot_q3_k(const void *row, const float *x, int64_t n)
@@ -291,7 +282,7 @@ static float dot_q3_k(const void *row, const float *x, int64_t n)
             }
         }
     }
-    return hsum8(acc);
+    return kern_hsum8(acc);
 }
 
 void kern_avx2_fill_ops(kern_isa_ops *ops)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "kernels/kern_internal.h"
+#include "kernels/arch/x86/hsum.h"
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 static inline float load_f32(const uint8_t *p)
@@ -20,14 +21,6 @@ static inline float load_f32(const uint8_t *p)
     float f;
     memcpy(&f, p, 4);
     return f;
-}
-
-static inline float hsum256(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* ------------------------------------------------------------------ activations */
@@ -112,7 +105,7 @@ static inline __m256i u_q5(const uint8_t *qs, const uint8_t *qh4)
             else m0 += load_f32(a) * MW_EXPR(b) * load_f32(a + 4);                             \
         }                                                                                      \
         float mins = m0 + m1;                                                                  \
-        return hsum256(_mm256_add_ps(acc0, acc1)) + (MW_IS_OFFSET ? (OFF) * mins : mins);      \
+        return kern_hsum8(_mm256_add_ps(acc0, acc1)) + (MW_IS_OFFSET ? (OFF) * mins : mins);      \
     }
 
 #define U_Q8_0(b) _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(b)->qs), _mm256_set1_epi8((char)0x80))
@@ -265,7 +258,7 @@ static inline void unpack_q3_k(const kern_block_q3_k *b, __m256i u[8], float *ws
             }                                                                                   \
             acc = _mm256_fmadd_ps(t, _mm256_set1_ps(load_f32(a)), acc);                         \
         }                                                                                       \
-        return hsum256(acc);                                                                    \
+        return kern_hsum8(acc);                                                                    \
     }
 
 KQUANT_QDOT(q4_k, kern_block_q4_k, unpack_q4_k, 8)
@@ -520,7 +513,6 @@ static inline __attribute__((always_inline)) void pk_gemm(const enum gguf_tensor
     KERN_TOKEN_TILES(t, n_tok, 6, PK);
 #undef PK
 }
-
 
 /* Float weights packed value-major in groups of 32 rows (packed.c): MR tokens x 32 rows,
  * one broadcast activation and two vector multiply-adds per value and token. */
