@@ -1,9 +1,11 @@
 /*
- * kit_vocab.c: kit_sample_vocab (see kit_vocab.h).
+ * kit_vocab.c: the vocabularies and the model the grammar, chat and server suites share (see
+ * kit_vocab.h).
  */
 #include "kit_vocab.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "convert/convert.h"
 
@@ -43,4 +45,34 @@ const char *kit_qwen_vocab_model(void)
         }
     }
     return path;
+}
+
+sample_vocab *test_byte_vocab(void)
+{
+    static char bytes[256];
+    const char *pieces[257];
+    size_t lens[257];
+    bool eog[257] = {0};
+    for (int i = 0; i < 256; i++) {
+        bytes[i] = (char)i;
+        pieces[i] = &bytes[i];
+        lens[i] = 1;
+    }
+    pieces[256] = "";
+    lens[256] = 0;
+    eog[256] = true;
+    sample_vocab *v = NULL;
+    char err[DK_ERRLEN];
+    if (sample_vocab_new(&v, 257, pieces, lens, eog, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", err);
+    return v;
+}
+
+bool test_grammar_accepts(const sample_grammar *g, const sample_vocab *v, const char *text)
+{
+    sample_matcher *m = NULL;
+    char err[DK_ERRLEN];
+    if (sample_matcher_new(&m, g, v, err) != DK_OK) return false;
+    bool ok = sample_matcher_accept_bytes(m, text, strlen(text), err) == DK_OK && sample_matcher_accepting(m);
+    sample_matcher_free(m);
+    return ok;
 }

@@ -16,28 +16,6 @@
 #define QWEN_VOCAB "tokenizer/ggml-vocab-qwen2.gguf"
 #define STORIES "forward/stories260K/stories260K.F32.gguf"
 
-/* A vocabulary of the 256 single bytes plus one end-of-generation token (id 256). */
-static sample_vocab *byte_vocab(void)
-{
-    static char bytes[256];
-    const char *pieces[257];
-    size_t lens[257];
-    bool eog[257];
-    for (int i = 0; i < 256; i++) {
-        bytes[i] = (char)i;
-        pieces[i] = &bytes[i];
-        lens[i] = 1;
-        eog[i] = false;
-    }
-    pieces[256] = "";
-    lens[256] = 0;
-    eog[256] = true;
-    sample_vocab *v = NULL;
-    char err[DK_ERRLEN];
-    if (sample_vocab_new(&v, 257, pieces, lens, eog, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", err);
-    return v;
-}
-
 static sample_grammar *parse_ok(const char *gbnf)
 {
     sample_grammar *g = NULL;
@@ -112,7 +90,7 @@ typedef struct match_case {
 
 static void check_cases(const char *gbnf, const match_case *cases, size_t n)
 {
-    sample_vocab *v = byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     sample_grammar *g = parse_ok(gbnf);
     if (!g || !v) goto done;
     for (size_t i = 0; i < n; i++)
@@ -309,7 +287,7 @@ TEST(grammar, masks_match_per_token_check_stories)
  * candidates and the full mask agree. */
 TEST(grammar, greedy_picks_best_allowed)
 {
-    sample_vocab *v = byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     sample_grammar *g = parse_ok("root ::= \"ab\" [0-9]");
     sample_matcher *m = NULL;
     sample_chain *chain = NULL;
@@ -347,7 +325,7 @@ TEST(grammar, greedy_picks_best_allowed)
  * chain draws (same filters, same random numbers). */
 TEST(grammar, temperature_matches_plain_chain_when_all_allowed)
 {
-    sample_vocab *v = byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     sample_grammar *g = parse_ok("root ::= [\\x00-\\x7f]*");
     sample_matcher *m = NULL;
     sample_chain *a = NULL, *b = NULL;
@@ -379,7 +357,7 @@ TEST(grammar, temperature_matches_plain_chain_when_all_allowed)
 
 TEST(grammar, vocab_size_mismatch_and_bad_tokens)
 {
-    sample_vocab *v = byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     sample_grammar *g = parse_ok("root ::= \"a\"");
     sample_matcher *m = NULL;
     sample_chain *chain = NULL;

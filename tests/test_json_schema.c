@@ -86,44 +86,13 @@ static sample_grammar *schema_grammar_text(const char *schema_text)
     return g;
 }
 
-/* A vocabulary of single bytes (ids 0..255) and EOG (256). */
-static sample_vocab *byte_vocab(void)
-{
-    static char bytes[256];
-    const char *pieces[257];
-    size_t lens[257];
-    bool eog[257] = {0};
-    for (int i = 0; i < 256; i++) {
-        bytes[i] = (char)i;
-        pieces[i] = &bytes[i];
-        lens[i] = 1;
-    }
-    pieces[256] = "";
-    lens[256] = 0;
-    eog[256] = true;
-    sample_vocab *v = NULL;
-    char err[DK_ERRLEN];
-    if (sample_vocab_new(&v, 257, pieces, lens, eog, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", err);
-    return v;
-}
-
-static bool accepts(const sample_grammar *g, const sample_vocab *v, const char *text)
-{
-    sample_matcher *m = NULL;
-    char err[DK_ERRLEN];
-    if (sample_matcher_new(&m, g, v, err) != DK_OK) return false;
-    bool ok = sample_matcher_accept_bytes(m, text, strlen(text), err) == DK_OK && sample_matcher_accepting(m);
-    sample_matcher_free(m);
-    return ok;
-}
-
 static void check_strings(const char *schema_text, const char *const *good, const char *const *bad)
 {
-    sample_vocab *v = byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     sample_grammar *g = schema_grammar_text(schema_text);
     if (g && v) {
-        for (size_t i = 0; good && good[i]; i++) CHECK_MSG(accepts(g, v, good[i]), "%s should accept %s", schema_text, good[i]);
-        for (size_t i = 0; bad && bad[i]; i++) CHECK_MSG(!accepts(g, v, bad[i]), "%s should reject %s", schema_text, bad[i]);
+        for (size_t i = 0; good && good[i]; i++) CHECK_MSG(test_grammar_accepts(g, v, good[i]), "%s should accept %s", schema_text, good[i]);
+        for (size_t i = 0; bad && bad[i]; i++) CHECK_MSG(!test_grammar_accepts(g, v, bad[i]), "%s should reject %s", schema_text, bad[i]);
     }
     sample_grammar_free(g);
     sample_vocab_free(v);
@@ -132,7 +101,7 @@ static void check_strings(const char *schema_text, const char *const *good, cons
 TEST(json_schema, integer_ranges_are_exact)
 {
     static const long long ranges[][2] = {{0, 0}, {-5, 5}, {1, 9}, {7, 123}, {-123, -7}, {99, 1000}, {-1000, -99}, {0, 10}, {10, 19}, {55, 55}, {-1, 0}};
-    sample_vocab *v = byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     REQUIRE(v);
     for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
         char schema[128];
@@ -143,10 +112,10 @@ TEST(json_schema, integer_ranges_are_exact)
             char text[32];
             snprintf(text, sizeof text, "%lld", x);
             bool want = x >= ranges[r][0] && x <= ranges[r][1];
-            CHECK_MSG(accepts(g, v, text) == want, "%s on %s: want %d", schema, text, want);
+            CHECK_MSG(test_grammar_accepts(g, v, text) == want, "%s on %s: want %d", schema, text, want);
         }
-        CHECK(!accepts(g, v, "-0"));
-        CHECK(!accepts(g, v, "007")); /* no leading zeros */
+        CHECK(!test_grammar_accepts(g, v, "-0"));
+        CHECK(!test_grammar_accepts(g, v, "007")); /* no leading zeros */
         sample_grammar_free(g);
     }
     sample_vocab_free(v);

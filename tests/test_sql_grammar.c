@@ -58,28 +58,6 @@ static sample_grammar *test_sqlg_parse(const dk_buf *text, const char *root)
 
 /* ---- vocabularies ---- */
 
-/* The 256 single bytes plus an end-of-generation token (id 256). */
-static sample_vocab *test_sqlg_byte_vocab(void)
-{
-    static char bytes[256];
-    const char *pieces[257];
-    size_t lens[257];
-    bool eog[257];
-    for (int i = 0; i < 256; i++) {
-        bytes[i] = (char)i;
-        pieces[i] = &bytes[i];
-        lens[i] = 1;
-        eog[i] = false;
-    }
-    pieces[256] = "";
-    lens[256] = 0;
-    eog[256] = true;
-    sample_vocab *v = NULL;
-    char err[DK_ERRLEN];
-    if (sample_vocab_new(&v, 257, pieces, lens, eog, err) != DK_OK) test_fail_at(__FILE__, __LINE__, "%s", err);
-    return v;
-}
-
 /* Words of a model's vocabulary for the walks: SQL words, the schema's names, punctuation. */
 static const char *const test_sqlg_words[] = {
     "SELECT", "select", "DISTINCT", "FROM", "from", "WHERE", "where", "GROUP", "BY", "HAVING", "ORDER",
@@ -138,16 +116,6 @@ static void test_walk_vocab_free(test_walk_vocab *wv)
 }
 
 /* ---- matching ---- */
-
-static bool test_sqlg_matches(const sample_grammar *g, const sample_vocab *v, const char *text)
-{
-    sample_matcher *m = NULL;
-    char err[DK_ERRLEN];
-    if (sample_matcher_new(&m, g, v, err) != DK_OK) return false;
-    bool ok = sample_matcher_accept_bytes(m, text, strlen(text), err) == DK_OK && sample_matcher_accepting(m);
-    sample_matcher_free(m);
-    return ok;
-}
 
 /* text as the content of a JSON string (only '"' and '\' need escaping in these tests). */
 static void test_sqlg_json_escape(const char *text, dk_buf *out)
@@ -375,9 +343,9 @@ TEST(sql_grammar, parses_in_both_modes_and_under_any_root)
     dk_buf_puts(&joined, "root ::= \"{\\\"sql\\\": \\\"\" run-sql-q \"\\\"}\"\n");
     dk_buf_append(&joined, text.data, text.len);
     sample_grammar *g = test_sqlg_parse(&joined, NULL);
-    sample_vocab *v = test_sqlg_byte_vocab();
-    CHECK(g && v && test_sqlg_matches(g, v, "{\"sql\": \"SELECT \\\"Unit Price\\\" FROM \\\"Line Items\\\"\"}"));
-    CHECK(g && v && !test_sqlg_matches(g, v, "{\"sql\": \"SELECT \"Unit Price\" FROM \"Line Items\"\"}"));
+    sample_vocab *v = test_byte_vocab();
+    CHECK(g && v && test_grammar_accepts(g, v, "{\"sql\": \"SELECT \\\"Unit Price\\\" FROM \\\"Line Items\\\"\"}"));
+    CHECK(g && v && !test_grammar_accepts(g, v, "{\"sql\": \"SELECT \"Unit Price\" FROM \"Line Items\"\"}"));
     sample_grammar_free(g);
     sample_vocab_free(v);
     dk_buf_free(&joined);
@@ -451,7 +419,7 @@ TEST(sql_grammar, model_queries_accepted_other_statements_refused)
 {
     sql_db *db = test_sqlg_open();
     REQUIRE(db);
-    sample_vocab *v = test_sqlg_byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     REQUIRE(v);
     char err[DK_ERRLEN];
     for (int json = 0; json < 2; json++) {
@@ -463,7 +431,7 @@ TEST(sql_grammar, model_queries_accepted_other_statements_refused)
             const char *q = test_sqlg_good[i];
             dk_buf e = {0};
             if (json) test_sqlg_json_escape(q, &e);
-            CHECK_MSG(test_sqlg_matches(g, v, json ? e.data : q), "%s mode refuses: %s", json ? "json" : "plain", q);
+            CHECK_MSG(test_grammar_accepts(g, v, json ? e.data : q), "%s mode refuses: %s", json ? "json" : "plain", q);
             dk_buf_free(&e);
             if (json) continue;
             sql_result *res = NULL;
@@ -473,16 +441,16 @@ TEST(sql_grammar, model_queries_accepted_other_statements_refused)
         for (size_t i = 0; g && i < sizeof test_sqlg_bad / sizeof *test_sqlg_bad; i++) {
             dk_buf e = {0};
             if (json) test_sqlg_json_escape(test_sqlg_bad[i], &e);
-            CHECK_MSG(!test_sqlg_matches(g, v, json ? (e.data ? e.data : "") : test_sqlg_bad[i]), "%s mode accepts: %s",
+            CHECK_MSG(!test_grammar_accepts(g, v, json ? (e.data ? e.data : "") : test_sqlg_bad[i]), "%s mode accepts: %s",
                       json ? "json" : "plain", test_sqlg_bad[i]);
             dk_buf_free(&e);
         }
         /* a raw quote cannot be in JSON mode; an escaped one can */
-        CHECK(g && !test_sqlg_matches(g, v, json ? "SELECT \"select\" FROM \"Line Items\"" : "SELECT \\\"select\\\" FROM \\\"Line Items\\\""));
+        CHECK(g && !test_grammar_accepts(g, v, json ? "SELECT \"select\" FROM \"Line Items\"" : "SELECT \\\"select\\\" FROM \\\"Line Items\\\""));
         /* in a string literal, \" in both modes (JSON: an escaped quote; SQL: a backslash and a
          * quote), a raw '"' in plain SQL only */
-        CHECK(g && test_sqlg_matches(g, v, "SELECT name FROM customers WHERE name = 'say \\\"hi\\\"'"));
-        CHECK(g && !json == test_sqlg_matches(g, v, "SELECT name FROM customers WHERE name = 'say \"hi\"'"));
+        CHECK(g && test_grammar_accepts(g, v, "SELECT name FROM customers WHERE name = 'say \\\"hi\\\"'"));
+        CHECK(g && !json == test_grammar_accepts(g, v, "SELECT name FROM customers WHERE name = 'say \"hi\"'"));
         sample_grammar_free(g);
         dk_buf_free(&text);
     }
@@ -587,8 +555,8 @@ static bool test_sqlg_db_accepts(sql_db *db, const char *question, int max_table
     sql_grammar_opts opts = {.max_tables = max_tables};
     if (!test_sqlg_text(db, question, &opts, &g_text)) return false;
     sample_grammar *g = test_sqlg_parse(&g_text, "sql");
-    sample_vocab *v = test_sqlg_byte_vocab();
-    bool ok = g && v && test_sqlg_matches(g, v, text);
+    sample_vocab *v = test_byte_vocab();
+    bool ok = g && v && test_grammar_accepts(g, v, text);
     sample_vocab_free(v);
     sample_grammar_free(g);
     dk_buf_free(&g_text);
@@ -657,9 +625,9 @@ TEST(sql_grammar, empty_database_selects_literals)
     dk_buf text = {0};
     REQUIRE(test_sqlg_text(db, "anything", NULL, &text));
     sample_grammar *g = test_sqlg_parse(&text, "sql");
-    sample_vocab *v = test_sqlg_byte_vocab();
-    CHECK(g && v && test_sqlg_matches(g, v, "SELECT 1 + 2 AS x, 'a', DATE '2024-02-28';"));
-    CHECK(g && v && !test_sqlg_matches(g, v, "SELECT * FROM t"));
+    sample_vocab *v = test_byte_vocab();
+    CHECK(g && v && test_grammar_accepts(g, v, "SELECT 1 + 2 AS x, 'a', DATE '2024-02-28';"));
+    CHECK(g && v && !test_grammar_accepts(g, v, "SELECT * FROM t"));
     sample_vocab_free(v);
     sample_grammar_free(g);
     dk_buf_free(&text);
@@ -712,13 +680,13 @@ TEST(sql_grammar, wide_schema_stays_within_matcher_limits)
     REQUIRE(test_sqlg_text(db, NULL, NULL, &text));
     test_log("wide schema: %zu bytes of grammar", text.len);
     sample_grammar *g = test_sqlg_parse(&text, "sql");
-    sample_vocab *v = test_sqlg_byte_vocab();
+    sample_vocab *v = test_byte_vocab();
     sample_matcher *m = NULL;
     REQUIRE(g && v && sample_matcher_new(&m, g, v, err) == DK_OK);
     CHECK_MSG(sample_matcher_accept_bytes(m, "SELECT ", 7, err) == DK_OK, "%s", err);
     sample_matcher_free(m);
-    CHECK(test_sqlg_matches(g, v, "SELECT c0_1, count(*) FROM t00 GROUP BY ALL"));
-    CHECK(!test_sqlg_matches(g, v, "SELECT c11_1 FROM t11")); /* one of the tables left out */
+    CHECK(test_grammar_accepts(g, v, "SELECT c0_1, count(*) FROM t00 GROUP BY ALL"));
+    CHECK(!test_grammar_accepts(g, v, "SELECT c11_1 FROM t11")); /* one of the tables left out */
     sample_vocab_free(v);
     sample_grammar_free(g);
     dk_buf_free(&text);
