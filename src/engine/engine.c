@@ -479,10 +479,7 @@ static int gen_pick(gen_control *c, sample_chain *chain, const float *logits, in
         rc = sample_chain_sample_grammar(chain, logits, c->matcher, NULL, 0, tok, err);
         break;
     }
-    /* the matcher's own limits (too many parse stacks ...) keep their message */
-    if (rc == DK_ERR_LIMIT && strstr(err, "no token may come next"))
-        return dk_fail(err, rc, "grammar: no token of the vocabulary can continue the output");
-    return rc;
+    return rc; /* the matcher's own message: no token can continue, too many parse stacks... */
 }
 
 /* Moves the grammar state over a chosen token whose text is piece[0..n_piece). */

@@ -1007,7 +1007,7 @@ int sample_matcher_apply(sample_matcher *m, float *logits, char *err)
     size_t n_allowed;
     int rc = grammar_matcher_mask(m, &bits, &n_allowed, err);
     if (rc != DK_OK) return rc;
-    if (n_allowed == 0) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token may come next");
+    if (n_allowed == 0) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token of the vocabulary can continue the output");
     for (size_t w = 0; w < m->n_words; w++) {
         uint64_t off = ~bits[w];
         if (w == m->n_words - 1 && m->v->n_vocab % 64) off &= (1ull << (m->v->n_vocab % 64)) - 1;

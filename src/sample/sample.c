@@ -469,7 +469,7 @@ static int sample_grammar_greedy(const sample_cands *cands, sample_matcher *matc
         if (best && !sample_cand_before(c, best)) continue;
         if (sample_mask_has(bits, c->id) || sample_id_listed(also, n_also, c->id)) best = c;
     }
-    if (!best) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token may come next");
+    if (!best) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token of the vocabulary can continue the output");
     *out_token = best->id;
     return DK_OK;
 }
@@ -497,7 +497,7 @@ int sample_chain_sample_grammar(sample_chain *chain, const float *logits, sample
         if (sample_mask_has(bits, cands.data[i].id) || sample_id_listed(also, n_also, cands.data[i].id))
             cands.data[k++] = cands.data[i];
     cands.n = k;
-    if (k == 0) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token may come next");
+    if (k == 0) return dk_fail(err, DK_ERR_LIMIT, "grammar: no token of the vocabulary can continue the output");
     sample_top_k(&cands, p->top_k);
     sample_top_p(&cands, p->top_p, 1);
     sample_min_p(&cands, p->min_p, 1);
