@@ -21,6 +21,7 @@
 #define AGENT_DEFAULT_MAX_ROWS 100
 #define AGENT_DEFAULT_TIMEOUT_MS 10000
 #define AGENT_CALL_MIN_TOKENS 1536
+#define AGENT_DEFAULT_MIN_CONFIDENCE 0.5
 
 void agent_config_default(agent_config *cfg)
 {
@@ -29,6 +30,7 @@ void agent_config_default(agent_config *cfg)
     cfg->max_steps = 6;
     cfg->max_tables = 12;
     cfg->max_tokens = 512;
+    cfg->min_confidence = -1;
 }
 
 /* How one model's attempt ended. */
@@ -338,17 +340,16 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
             continue;
         }
         const char *name = call_name(call);
-        rc = push_call(messages, &r, call, err);
+        bool is_sql = strcmp(name, "run_sql") == 0, is_describe = strcmp(name, "describe_table") == 0;
         bool ok = false;
-        if (rc == DK_OK && strcmp(name, "run_sql") == 0) rc = handle_run_sql(st, a, model, &r, call, messages, &ok, err);
-        else if (rc == DK_OK && strcmp(name, "describe_table") == 0) {
-            rc = handle_describe(st, model, &r, call, messages, err);
-            ok = true; /* not a failure; a query must follow */
-        } else if (rc == DK_OK) rc = handle_unknown_tool(st, model, &r, call, messages, err);
+        rc = push_call(messages, &r, call, err);
+        if (rc == DK_OK && is_sql) rc = handle_run_sql(st, a, model, &r, call, messages, &ok, err);
+        else if (rc == DK_OK && is_describe) rc = handle_describe(st, model, &r, call, messages, err);
+        else if (rc == DK_OK) rc = handle_unknown_tool(st, model, &r, call, messages, err);
         agent_llm_reply_free(&r);
         if (rc != DK_OK) break;
-        if (strcmp(name, "describe_table") == 0) {
-            choice = ENGINE_TOOL_NAMED; /* it has looked: now it queries (no describe loops) */
+        if (is_describe) {
+            choice = ENGINE_TOOL_NAMED; /* it has looked (not a failure): now it queries, no describe loops */
         } else if (ok) {
             choice = local ? ENGINE_TOOL_NONE : ENGINE_TOOL_AUTO;
         } else {
@@ -366,7 +367,8 @@ static const char *escalation_reason(const agent_config *cfg, const attempt *sma
 {
     if (small->end == ATTEMPT_SQL_FAILED) return "sql_failed";
     if (small->end == ATTEMPT_MODEL_ERROR) return "model_error";
-    if (cfg->min_confidence > 0 && !isnan(small->confidence) && small->confidence < cfg->min_confidence)
+    double min_confidence = cfg->min_confidence < 0 ? AGENT_DEFAULT_MIN_CONFIDENCE : cfg->min_confidence;
+    if (min_confidence > 0 && !isnan(small->confidence) && small->confidence < min_confidence)
         return "low_confidence";
     return NULL;
 }

@@ -103,9 +103,10 @@ typedef struct agent_config {
     int max_repairs;          /* SQL attempts after the first failing one; < 0: 2 */
     int max_steps;            /* tool calls per model at most; <= 0: 6 */
     /* Escalate when the geometric-mean probability of the tokens of the small model's last
-     * SQL turn is below this (0..1); 0: never on confidence. Only where logprobs are known. */
+     * SQL turn is below this (0..1); 0: never on confidence; < 0 (the default): 0.5. Only
+     * where logprobs are known, and only with escalate_to. */
     double min_confidence;
-    sql_limits limits;        /* per query; zeros: 50 rows shown to the model, 10 s */
+    sql_limits limits;        /* per query; zeros: 100 rows shown to the model, 10 s */
     int max_tables;           /* tables in the schema description; <= 0: 12 */
     long max_tokens;          /* per turn; <= 0: 512 */
     float temperature;        /* 0: greedy */

@@ -31,8 +31,7 @@ typedef struct ask_opts {
     const char *model, *escalate_to, *api_key, *question;
     bool escalate_now, json, verbose;
     long max_repairs, max_rows, timeout_ms, n_ctx, n_threads, num_predict, seed;
-    float temperature, min_confidence;
-    bool min_confidence_set;
+    float temperature, min_confidence; /* min_confidence < 0: the agent's default */
 } ask_opts;
 
 static void ask_model_close(ask_model *m)
@@ -91,6 +90,7 @@ static int parse_args(int argc, char **argv, ask_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->max_repairs = 2;
+    o->min_confidence = -1;
     o->n_ctx = ASK_DEFAULT_CTX;
     o->num_predict = 512;
     o->model = getenv("DUCKLING_ASK_MODEL");
@@ -132,7 +132,6 @@ static int parse_args(int argc, char **argv, ask_opts *o)
         }
         if ((r = cli_opt_value(CMD, argc, argv, &i, "--min-confidence", &v)) != 0) {
             if (r < 0 || cli_parse_float(CMD, "--min-confidence", v, 0, 1, &o->min_confidence)) return 1;
-            o->min_confidence_set = true;
             continue;
         }
         if (parse_number_opt(argc, argv, &i, "--max-repairs", 0, 20, &o->max_repairs, &r) ||
@@ -252,7 +251,7 @@ int cli_ask(int argc, char **argv)
     cfg.escalate_to = large.llm;
     cfg.escalate_now = o.escalate_now;
     cfg.max_repairs = (int)o.max_repairs;
-    cfg.min_confidence = o.min_confidence_set ? o.min_confidence : (o.escalate_to ? 0.5 : 0);
+    cfg.min_confidence = o.min_confidence;
     cfg.limits.max_rows = (size_t)o.max_rows;
     cfg.limits.timeout_ms = (uint32_t)o.timeout_ms;
     cfg.max_tokens = o.num_predict;

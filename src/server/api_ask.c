@@ -66,7 +66,7 @@ static int ask_parse(ask_job *j, char *err)
     const json_t *b = j->body;
     bool escalate = false;
     long long max_repairs = 2, max_rows = 100, timeout_ms = 10000, num_predict = 512, seed = 0;
-    double min_conf = 0, temperature = 0;
+    double min_conf = -1, temperature = 0; /* min_conf < 0: the agent's default */
     int rc = srv_parse_model(b, &j->names[0], err);
     if (rc == DK_OK) rc = srv_field_string(b, "question", &j->question, err);
     if (rc == DK_OK && (!j->question || !j->question[0])) rc = dk_fail(err, DK_ERR_ARG, "question is required");
@@ -87,8 +87,6 @@ static int ask_parse(ask_job *j, char *err)
     if (rc == DK_OK && mc && !json_is_null(mc)) {
         if (!json_is_number(mc) || (min_conf = json_number_value(mc)) < 0 || min_conf > 1)
             rc = dk_fail(err, DK_ERR_ARG, "min_confidence must be a number in [0, 1]");
-    } else if (j->names[1]) {
-        min_conf = 0.5;
     }
     if (rc == DK_OK) rc = ask_parse_files(j, err);
     if (rc == DK_OK && escalate && !j->names[1]) rc = dk_fail(err, DK_ERR_ARG, "escalate needs escalate_to");
