@@ -105,7 +105,7 @@ fuzz:
 	    $$f build/fuzz/libduckling.a $(LDLIBS) -Wl,-rpath,$(abspath $(DUCKDB_DIR)/lib) -o build/fuzz/$$n || exit 1; done
 
 # Benchmarks (never part of `make test`): build/bandwidth; bench/compare drives duckling bench.
-bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar $(BUILD)/bench-batch $(BUILD)/bench-sql $(BUILD)/bench-vectors $(BUILD)/bench-hnsw
+bench: $(BIN) $(BUILD)/bandwidth $(BUILD)/bench-grammar $(BUILD)/bench-batch $(BUILD)/bench-sql $(BUILD)/bench-vectors $(BUILD)/bench-hnsw $(BUILD)/bench-rag
 $(BUILD)/bandwidth: bench/bandwidth.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -O2 -g $(WARN) -D_GNU_SOURCE -pthread -o $@ $< -pthread

@@ -17,6 +17,7 @@ int fuzz_grammar_one(const uint8_t *data, size_t size);
 int fuzz_json_schema_one(const uint8_t *data, size_t size);
 int fuzz_modelfile_one(const uint8_t *data, size_t size);
 int fuzz_openai_reply_one(const uint8_t *data, size_t size);
+int fuzz_rag_read_one(const uint8_t *data, size_t size);
 int fuzz_request_one(const uint8_t *data, size_t size);
 int fuzz_sql_guard_one(const uint8_t *data, size_t size);
 int fuzz_sql_text_one(const uint8_t *data, size_t size);

@@ -24,6 +24,7 @@ static const fuzz_target fuzz_targets[] = {
     {"json_schema", fuzz_json_schema_one},
     {"modelfile", fuzz_modelfile_one},
     {"openai_reply", fuzz_openai_reply_one},
+    {"rag_read", fuzz_rag_read_one},
     {"request", fuzz_request_one},
     {"sql_guard", fuzz_sql_guard_one},
     {"sql_text", fuzz_sql_text_one},

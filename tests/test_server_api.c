@@ -1451,3 +1451,78 @@ TEST(server_api, ask_bad_requests_are_4xx_with_a_json_error)
     }
     srv_free(s);
 }
+
+/* ---- POST /api/ask with documents ---- */
+
+#include "docs_corpus.h"
+
+static const char ask_docs_script[] =
+    "{\"m\": ["
+    " {\"content\": \"Zyxor erupted in 1872 [1], see also [9].\"},"
+    " {\"tool_calls\": [{\"name\": \"search_docs\", \"arguments\": {\"query\": \"Brindle tea smoked\"}}]},"
+    " {\"tool_calls\": [{\"name\": \"run_sql\", \"arguments\": {\"sql\": \"SELECT count(*) AS n FROM items WHERE kind = 'tea'\"}}]},"
+    " {\"content\": \"Brindle tea is smoked over pine [1]; the shop has 2 teas.\"}]}";
+
+TEST(server_api, ask_answers_from_documents_with_sources)
+{
+    const char *store_path = docs_corpus_store();
+    const char *db = ask_db_path();
+    REQUIRE(store_path && db);
+    char err[DK_ERRLEN], spec[256];
+    standin *st = NULL;
+    REQUIRE(standin_start(&st, ask_docs_script, err) == DK_OK);
+    snprintf(spec, sizeof spec, "%s#m", standin_url(st));
+    srv *s = server_up();
+    REQUIRE(s);
+    /* Documents alone; the store's own embedding model (bert-tiny's path) is leased. */
+    json_t *r = POST_JSON(s, "/api/ask",
+                          json_pack("{s:s,s:s,s:s,s:{s:i,s:s}}", "model", spec, "docs", store_path, "question",
+                                    "When did Mount Zyxor erupt?", "search", "k", 2, "mode", "keyword"),
+                          200);
+    if (r) {
+        CHECK_EQ_STR(str_at(r, "answer", NULL), "Zyxor erupted in 1872 [1], see also [9].");
+        const json_t *src = json_object_get(r, "sources");
+        CHECK(json_array_size(src) >= 1 && json_array_size(src) <= 2);
+        CHECK(strstr(str_at(json_array_get(src, 0), "path", NULL), "volcano.md") != NULL);
+        CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(r, "citations"), 0)), 1);
+        CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(r, "invalid_citations"), 0)), 9);
+    }
+    json_decref(r);
+    /* Documents and a table: search_docs, then run_sql, then the answer; streamed. */
+    bool done = false;
+    json_t *lines = POST_STREAM(s, "/api/ask",
+                                json_pack("{s:s,s:s,s:s,s:s,s:b}", "model", spec, "docs", store_path, "db", db, "question",
+                                          "How is Brindle tea made, and how many teas are there?", "stream", 1),
+                                false, &done);
+    REQUIRE(json_array_size(lines) >= 3);
+    CHECK_EQ_STR(str_at(json_array_get(lines, 0), "step", "kind"), "search");
+    CHECK_EQ_STR(str_at(json_array_get(lines, 1), "step", "kind"), "sql");
+    const json_t *last = json_array_get(lines, json_array_size(lines) - 1);
+    CHECK(json_is_true(json_object_get(last, "done")));
+    CHECK(strstr(str_at(last, "answer", NULL) ? str_at(last, "answer", NULL) : "", "pine") != NULL);
+    CHECK(strstr(str_at(json_array_get(json_object_get(last, "sources"), 0), "path", NULL), "tea.txt") != NULL);
+    CHECK_EQ_INT(json_integer_value(json_array_get(json_array_get(json_object_get(last, "rows"), 0), 0)), 2);
+    json_decref(lines);
+
+    /* Bad requests. */
+    char missing[512], bufs[6][2048];
+    snprintf(missing, sizeof missing, "%s/missing-store.duckdb", test_tmpdir());
+    snprintf(bufs[0], sizeof bufs[0], "{\"model\": \"%s\", \"docs\": \"%s\", \"question\": \"q\"}", spec, missing);
+    snprintf(bufs[1], sizeof bufs[1], "{\"model\": \"%s\", \"docs\": \"%s\", \"question\": \"q\", \"search\": {\"mode\": \"fuzzy\"}}", spec, store_path);
+    snprintf(bufs[2], sizeof bufs[2], "{\"model\": \"%s\", \"docs\": \"%s\", \"question\": \"q\", \"embed_model\": \"no-such-embedder\"}", spec, store_path);
+    snprintf(bufs[3], sizeof bufs[3], "{\"model\": \"%s\", \"docs\": \"%s\", \"question\": \"q\", \"escalate_to\": \"%s2\"}", spec, store_path, spec);
+    snprintf(bufs[4], sizeof bufs[4], "{\"model\": \"%s\", \"db\": \"%s\", \"question\": \"q\", \"search\": {\"k\": 3}}", spec, db);
+    snprintf(bufs[5], sizeof bufs[5], "{\"model\": \"%s\", \"docs\": \"%s\", \"question\": \"q\", \"search\": {\"k\": 0}}", spec, store_path);
+    long want[6] = {404, 400, 404, 400, 400, 400};
+    for (int i = 0; i < 6; i++) {
+        http_reply rep;
+        REQUIRE(http_post(s, "/api/ask", bufs[i], &rep) == 0);
+        CHECK_MSG(rep.status == want[i], "case %d: %ld: %s", i, rep.status, rep.body.data);
+        json_t *v = json_loads(rep.body.data, 0, NULL);
+        CHECK_MSG(v && json_is_string(json_object_get(v, "error")), "case %d: %s", i, rep.body.data);
+        json_decref(v);
+        dk_buf_free(&rep.body);
+    }
+    srv_free(s);
+    standin_stop(st);
+}

@@ -10,6 +10,11 @@
  * question to the larger one, starting afresh, when its SQL still fails after the repairs,
  * when the tokens of its working SQL were unlikely (confidence below min_confidence), when
  * it cannot be run at all, or at once when the user asks.
+ *
+ * With documents (cfg->docs) there is a third tool, search_docs: its passages are numbered
+ * across the attempt's searches and kept as the attempt's sources; after a search the model
+ * chooses (tool_choice auto, for local models too: it may query a table next or answer from
+ * the passages), and an answer needs a query that worked or a search, no longer a query.
  */
 #include "agent/agent.h"
 
@@ -22,6 +27,7 @@
 #define AGENT_DEFAULT_TIMEOUT_MS 10000
 #define AGENT_CALL_MIN_TOKENS 1536
 #define AGENT_DEFAULT_MIN_CONFIDENCE 0.5
+#define AGENT_DEFAULT_DOCS_MAX_BYTES 3000
 
 void agent_config_default(agent_config *cfg)
 {
@@ -45,6 +51,7 @@ typedef struct ask_state {
     const agent_config *cfg;
     sql_db *db;
     const char *question;
+    bool docs;              /* search_docs is offered */
     sql_limits limits;
     json_t *tools_grammar;  /* tools for local models (run_sql under "x-gbnf") */
     json_t *tools_plain;    /* tools for endpoints */
@@ -61,6 +68,8 @@ typedef struct attempt {
     char *sql;              /* the last query that worked */
     sql_result *result;     /* its result */
     double confidence;      /* of the turn that wrote that query; NAN when unknown */
+    json_t *sources;        /* the passages its searches showed (agent_sources_add), or NULL */
+    bool searched;          /* a search_docs call ran */
     char last_error[DK_ERRLEN];
 } attempt;
 
@@ -69,6 +78,7 @@ static void attempt_free(attempt *a)
     dk_free(a->answer);
     dk_free(a->sql);
     sql_result_free(a->result);
+    json_decref(a->sources);
     memset(a, 0, sizeof *a);
 }
 
@@ -232,11 +242,64 @@ static int handle_describe(ask_state *st, const char *model, const agent_llm_rep
     return rc2;
 }
 
+/* Handles a search_docs call: searches, records the step and the passages, appends the
+ * numbered passages as the tool result. *ok tells whether the search ran. */
+static int handle_search_docs(ask_state *st, attempt *a, const char *model, const agent_llm_reply *r,
+                              const json_t *call, json_t *messages, bool *ok, char *err)
+{
+    const agent_config *cfg = st->cfg;
+    *ok = false;
+    const char *query = call_arg(call, "query");
+    dk_buf text = {0};
+    char why[DK_ERRLEN] = "";
+    rag_results *found = NULL;
+    int rc = DK_ERR_ARG;
+    if (!query || !query[0]) {
+        dk_buf_puts(&text, "Error: search_docs needs an argument \"query\" with the words to look for.");
+        snprintf(why, sizeof why, "search_docs called without a \"query\" string");
+    } else {
+        rc = rag_search(cfg->docs, cfg->embedder, query, &cfg->docs_search, &found, why);
+        if (rc == DK_ERR_NOMEM) return dk_fail(err, rc, "%s", why);
+        if (rc != DK_OK) dk_buf_printf(&text, "Error: the search failed: %s", why);
+    }
+    if (rc == DK_OK && !a->sources && !(a->sources = json_array())) rc = DK_ERR_NOMEM;
+    if (rc == DK_OK && rag_results_count(found) == 0) dk_buf_printf(&text, "No passages match \"%s\".", query);
+    else if (rc == DK_OK) {
+        size_t max_bytes = cfg->docs_max_chars ? cfg->docs_max_chars : AGENT_DEFAULT_DOCS_MAX_BYTES;
+        rc = agent_sources_add(a->sources, found, max_bytes, &text, why);
+    }
+    size_t n_found = found ? rag_results_count(found) : 0;
+    rag_results_free(found);
+    if (rc == DK_ERR_NOMEM) {
+        dk_buf_free(&text);
+        return nomem(err);
+    }
+    json_t *step = step_new(model, "search", r);
+    if (step) {
+        json_object_set_new(step, "query", query ? json_string(query) : json_null());
+        json_object_set_new(step, "ok", json_boolean(rc == DK_OK));
+        json_object_set_new(step, "passages", json_integer((json_int_t)n_found));
+        json_object_set_new(step, "error", rc == DK_OK ? json_null() : json_string(why));
+    }
+    int rc2 = step_add(st, step, err);
+    if (rc2 == DK_OK) rc2 = push_tool_result(messages, call, "search_docs", &text, err);
+    dk_buf_free(&text);
+    if (rc2 != DK_OK) return rc2;
+    if (rc == DK_OK) {
+        a->searched = true;
+        *ok = true;
+    } else {
+        snprintf(a->last_error, sizeof a->last_error, "%s", why);
+    }
+    return DK_OK;
+}
+
 static int handle_unknown_tool(ask_state *st, const char *model, const agent_llm_reply *r, const json_t *call,
                                json_t *messages, char *err)
 {
     dk_buf text = {0};
-    dk_buf_printf(&text, "Error: there is no tool %s; the tools are run_sql and describe_table.", call_name(call));
+    dk_buf_printf(&text, "Error: there is no tool %s; the tools are %s.", call_name(call),
+                  st->docs ? "run_sql, describe_table and search_docs" : "run_sql and describe_table");
     json_t *step = step_new(model, "error", r);
     if (step) json_object_set_new(step, "error", json_string(text.data ? text.data : ""));
     int rc = step_add(st, step, err);
@@ -279,7 +342,7 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
     a->end = ATTEMPT_SQL_FAILED;
     for (int n_steps = 0;; n_steps++) {
         bool last = n_steps >= max_steps;
-        if (last && !a->sql) break; /* out of steps without a result */
+        if (last && !a->sql && !a->searched) break; /* out of steps without a result */
         if (last) choice = ENGINE_TOOL_NONE;
         agent_llm_request req = {
             .messages = messages,
@@ -311,8 +374,8 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
         add_usage(st, model, &r);
         json_t *call = json_array_size(r.tool_calls) && choice != ENGINE_TOOL_NONE ? json_array_get(r.tool_calls, 0) : NULL;
         if (!call) {
-            /* words: the answer, once there is a result to answer from */
-            if (a->sql) {
+            /* words: the answer, once there is a result (or passages) to answer from */
+            if (a->sql || a->searched) {
                 json_t *step = step_new(model, "answer", &r);
                 if (step) json_object_set_new(step, "answer", json_stringn(r.content.data ? r.content.data : "", r.content.len));
                 rc = step_add(st, step, err);
@@ -325,6 +388,7 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
             /* it answered without querying, or its call was cut: ask again (a failure of its own) */
             char why_not[DK_ERRLEN];
             if (r.cut) snprintf(why_not, sizeof why_not, "the model's turn was cut at %ld tokens before a tool call was complete", req.max_tokens);
+            else if (st->docs) snprintf(why_not, sizeof why_not, "the model answered without a query or a search");
             else snprintf(why_not, sizeof why_not, "the model answered without running a query");
             json_t *step = step_new(model, "error", &r);
             if (step) json_object_set_new(step, "error", json_string(why_not));
@@ -332,8 +396,9 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
             snprintf(a->last_error, sizeof a->last_error, "%s", why_not);
             if (rc == DK_OK) rc = push_message(messages, json_pack("{s:s, s:s%}", "role", "assistant", "content",
                                                                     r.content.data ? r.content.data : "", r.content.len), err);
-            if (rc == DK_OK) rc = push_message(messages, json_pack("{s:s, s:s}", "role", "user", "content",
-                                                                    "Call run_sql to get the answer from the data."), err);
+            const char *nudge = st->docs ? "Call run_sql or search_docs to get the answer from the data."
+                                         : "Call run_sql to get the answer from the data.";
+            if (rc == DK_OK) rc = push_message(messages, json_pack("{s:s, s:s}", "role", "user", "content", nudge), err);
             agent_llm_reply_free(&r);
             if (rc != DK_OK || ++failures >= max_failures) break;
             choice = ENGINE_TOOL_REQUIRED;
@@ -341,14 +406,18 @@ static int run_attempt(ask_state *st, agent_llm *llm, attempt *a, char *err)
         }
         const char *name = call_name(call);
         bool is_sql = strcmp(name, "run_sql") == 0, is_describe = strcmp(name, "describe_table") == 0;
+        bool is_search = st->docs && strcmp(name, "search_docs") == 0;
         bool ok = false;
         rc = push_call(messages, &r, call, err);
         if (rc == DK_OK && is_sql) rc = handle_run_sql(st, a, model, &r, call, messages, &ok, err);
         else if (rc == DK_OK && is_describe) rc = handle_describe(st, model, &r, call, messages, err);
+        else if (rc == DK_OK && is_search) rc = handle_search_docs(st, a, model, &r, call, messages, &ok, err);
         else if (rc == DK_OK) rc = handle_unknown_tool(st, model, &r, call, messages, err);
         agent_llm_reply_free(&r);
         if (rc != DK_OK) break;
-        if (is_describe) {
+        if (is_search && ok) {
+            choice = ENGINE_TOOL_AUTO; /* passages in hand: answer from them, or query a table too */
+        } else if (is_describe) {
             choice = ENGINE_TOOL_NAMED; /* it has looked (not a failure): now it queries, no describe loops */
         } else if (ok) {
             choice = local ? ENGINE_TOOL_NONE : ENGINE_TOOL_AUTO;
@@ -379,17 +448,22 @@ static int ask_state_init(ask_state *st, const agent_config *cfg, sql_db *db, co
     st->cfg = cfg;
     st->db = db;
     st->question = question;
+    st->docs = cfg->docs != NULL;
     st->limits = cfg->limits;
     if (!st->limits.max_rows) st->limits.max_rows = AGENT_DEFAULT_MAX_ROWS;
     if (!st->limits.timeout_ms) st->limits.timeout_ms = AGENT_DEFAULT_TIMEOUT_MS;
     int max_tables = cfg->max_tables > 0 ? cfg->max_tables : 12;
     dk_buf system = {0};
-    int rc = agent_system_prompt(db, question, max_tables, st->limits.max_rows, &system, err);
+    int rc = agent_system_prompt(db, question, max_tables, st->limits.max_rows, st->docs, &system, err);
     if (rc == DK_OK) st->system = dk_buf_detach(&system);
     dk_buf_free(&system);
     bool any_local = agent_llm_is_local(cfg->model) || agent_llm_is_local(cfg->escalate_to);
     if (rc == DK_OK) rc = agent_tools_build(db, false, &st->tools_plain, err);
     if (rc == DK_OK && any_local) rc = agent_tools_build(db, true, &st->tools_grammar, err);
+    if (rc == DK_OK && st->docs && (json_array_append_new(st->tools_plain, agent_search_docs_tool()) != 0 ||
+                                    (st->tools_grammar &&
+                                     json_array_append_new(st->tools_grammar, agent_search_docs_tool()) != 0)))
+        rc = nomem(err);
     if (rc == DK_OK && any_local) rc = agent_sql_grammar(db, question, max_tables, &st->grammar, err);
     st->steps = json_array();
     st->usage = json_object();
@@ -419,25 +493,41 @@ static char *failure_answer(const attempt *a)
     return s;
 }
 
+/* With documents: the attempt's sources and the citations of its answer, into o. */
+static int answer_add_sources(json_t *o, const attempt *a, const char *answer, char *err)
+{
+    json_t *valid = NULL, *invalid = NULL;
+    size_t n_sources = json_array_size(a->sources);
+    int rc = agent_citations(answer, n_sources, &valid, &invalid, err);
+    if (rc != DK_OK) return rc;
+    if (json_object_set_new(o, "sources", a->sources ? json_incref(a->sources) : json_array()) != 0 ||
+        json_object_set_new(o, "citations", valid) != 0 || json_object_set_new(o, "invalid_citations", invalid) != 0)
+        return nomem(err);
+    return DK_OK;
+}
+
 static int answer_build(ask_state *st, const attempt *a, const char *model, bool escalated, const char *reason,
                         json_t **out, char *err)
 {
-    char *words = a->sql ? NULL : failure_answer(a);
-    const char *answer = a->sql ? (a->answer ? a->answer : "") : words;
+    bool answered = a->sql || a->end == ATTEMPT_ANSWERED;
+    char *words = answered ? NULL : failure_answer(a);
+    const char *answer = answered ? (a->answer ? a->answer : "") : words;
     json_t *res = a->result ? sql_result_json(a->result) : NULL;
     json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:b, s:o, s:O, s:O}", "question", st->question, "answer",
                           answer ? answer : "", "sql", a->sql ? json_string(a->sql) : json_null(), "model", model,
                           "escalated", escalated, "escalation_reason", reason ? json_string(reason) : json_null(),
                           "steps", st->steps, "usage", st->usage);
+    int rc = o && st->docs ? answer_add_sources(o, a, answer, err) : DK_OK;
     dk_free(words);
-    if (!o) {
+    if (!o || rc != DK_OK) {
+        json_decref(o);
         json_decref(res);
-        return nomem(err);
+        return o ? rc : nomem(err);
     }
     json_object_set_new(o, "columns", res ? json_incref(json_object_get(res, "columns")) : json_array());
     json_object_set_new(o, "rows", res ? json_incref(json_object_get(res, "rows")) : json_array());
     json_object_set_new(o, "truncated", json_boolean(res && json_is_true(json_object_get(res, "truncated"))));
-    if (!a->sql && a->last_error[0]) json_object_set_new(o, "error", json_string(a->last_error));
+    if (!answered && a->last_error[0]) json_object_set_new(o, "error", json_string(a->last_error));
     json_decref(res);
     *out = o;
     return DK_OK;

@@ -7,6 +7,10 @@
  * OpenAI-compatible endpoint) when the small one fails: SQL still failing after the repairs,
  * a low confidence (the mean token log-probability of its SQL), or the user's request.
  *
+ * With a document store (rag/) the same loop gets a third tool, search_docs, and one question
+ * may use documents and tables together; agent_ask_docs answers from documents alone, in one
+ * turn, citing the numbered passages it was shown ("[2]").
+ *
  * Models are reached through agent_llm, one chat turn at a time:
  *   agent_llm_local   an engine_session of a loaded model: tools in the model's own chat
  *                     template and call format, and the SQL argument of run_sql generated
@@ -15,7 +19,8 @@
  *                     spelled "URL[#MODEL]", e.g. "http://127.0.0.1:8080/v1#gpt-4o-mini".
  *
  * Not for: running SQL or describing schemas (sql/), sampling and templates (engine/, chat/).
- * Thread safety: an agent_llm is used by one thread at a time; agent_ask is reentrant.
+ * Thread safety: an agent_llm is used by one thread at a time; agent_ask is reentrant (with
+ * docs: as long as no other thread uses that store meanwhile).
  * Errors: DK_OK or a DK_ERR_* code with one line in err (DK_ERRLEN bytes).
  */
 #ifndef DK_AGENT_H
@@ -29,6 +34,7 @@
 
 #include "base/base.h"
 #include "engine/engine.h"
+#include "rag/rag.h"
 #include "sql/sql.h"
 
 /* ==== models ==== */
@@ -115,6 +121,20 @@ typedef struct agent_config {
      * progress output; may be NULL. */
     void (*on_step)(void *user, const json_t *step);
     void *user;
+    /* Documents (all optional; borrowed). With docs set the model gets a third tool,
+     * search_docs {"query": string}: duckling runs rag_search(docs, embedder, query,
+     * &docs_search) and feeds back the passages numbered "[n] path § heading", numbers that
+     * go on across the calls of one model's attempt (a passage shown before keeps its number).
+     * An answer may then rest on passages alone (no SQL), on a query, or on both. The turns:
+     * the first must call a tool (any of the three); after search_docs the model chooses
+     * (tool_choice auto, local models included: it may query a table or answer from the
+     * passages); after a query that worked, as without documents (a local model answers, an
+     * endpoint chooses). embedder may be NULL only for docs_search.mode RAG_MODE_KEYWORD. */
+    rag_store *docs;
+    engine_model *embedder;
+    rag_search_opts docs_search;
+    size_t docs_max_chars;    /* bytes of passage text per search_docs result (shared as in
+                                 agent_docs_config); 0: 3000 */
 } agent_config;
 
 void agent_config_default(agent_config *cfg);
@@ -124,12 +144,57 @@ void agent_config_default(agent_config *cfg);
  *    "rows": [[..]] (its result, as sql_result_json), "truncated": bool,
  *    "model": the model that answered, "escalated": bool, "escalation_reason": null or
  *    "sql_failed" | "low_confidence" | "requested" | "model_error",
- *    "steps": [{"model", "kind": "sql" | "describe" | "answer" | "error", "sql", "ok",
+ *    "steps": [{"model", "kind": "sql" | "describe" | "search" | "answer" | "error", "sql", "ok",
  *               "error", "rows", "prompt_tokens", "completion_tokens", "confidence", "ms"}],
  *    "usage": {MODEL: {"prompt_tokens", "completion_tokens"}, ...}}
+ * With docs, also "sources": [the passages shown to the answering model, as in
+ * agent_ask_docs], "citations" and "invalid_citations" (likewise), and steps of kind "search"
+ * ({"query", "ok", "passages": count, "error"}); "sql" is null for an answer from the passages.
  * An answer whose SQL never succeeded is still DK_OK ("sql": null, an answer saying so) when
  * no model was left to ask; errors are for a model that cannot be reached (after escalation
  * was tried), the database, and memory. */
 int agent_ask(const agent_config *cfg, sql_db *db, const char *question, json_t **answer, char *err);
+
+/* ==== answers from documents ==== */
+
+typedef struct agent_docs_config {
+    agent_llm *model;          /* borrowed */
+    rag_store *store;          /* borrowed; read-only is enough */
+    const char *store_name;    /* for the answer when nothing matches ("No matching passages in
+                                  NAME."); NULL: "the store" */
+    engine_model *embedder;    /* the store's embedding model; NULL only for RAG_MODE_KEYWORD */
+    rag_search_opts search;    /* k, mode, filters, exact, reranker (rag.h) */
+    size_t max_source_chars;   /* bytes of passage text in the prompt, shared by the sources
+                                  (each gets an even share of what the ones before it left, at
+                                  least 80; a longer one is cut at a word, marked "..."); 0: 4000 */
+    long max_tokens;           /* of the answer; <= 0: 512 */
+    float temperature;         /* 0: greedy */
+    uint64_t seed;
+    void (*on_step)(void *user, const json_t *step); /* as in agent_config; may be NULL */
+    void *user;
+} agent_docs_config;
+
+void agent_docs_config_default(agent_docs_config *cfg);
+
+/* Answers question from the store's passages: rag_search, then one turn of the model (no
+ * tools) with a system message that asks it to answer only from the sources and to cite them
+ * as [n], and a user message of the numbered sources ("[1] path § heading\ntext", cut to
+ * max_source_chars together) and the question. On success *answer is a new JSON object
+ * (caller json_decref's):
+ *   {"question", "answer": the model's words,
+ *    "sources": [{"n", "path", "heading", "start", "end", "unit", "score", "text",
+ *                 "chunk_id"}] (the passages in the prompt, n from 1; text whole, as stored),
+ *    "citations": [n, ...] (the valid source numbers the answer cites, as "[2]" or "[1, 3]",
+ *                 each once, in order of first appearance), "invalid_citations": [n, ...]
+ *                 (numbers cited that are no source, likewise),
+ *    "model", "steps": [{"kind": "search", "query", "passages", "ms"},
+ *                       {"kind": "answer", "model", "prompt_tokens", "completion_tokens",
+ *                        "ms"}],
+ *    "usage": {MODEL: {"prompt_tokens", "completion_tokens"}}}
+ * When the search finds nothing the model is not asked: "answer" is "No matching passages in
+ * NAME.", "sources" empty and "model" null. Errors: the search's (rag_search) and the model's
+ * (DK_ERR_IO for an endpoint that fails, with its message). A rag_store serves one thread at
+ * a time: asks over one store (this and agent_ask with docs) must not overlap. */
+int agent_ask_docs(const agent_docs_config *cfg, const char *question, json_t **answer, char *err);
 
 #endif

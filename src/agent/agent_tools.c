@@ -14,7 +14,8 @@
 #define AGENT_DESCRIBE_SAMPLE_ROWS 5
 #define AGENT_MAX_TABLE_ENUM 200
 
-int agent_system_prompt(sql_db *db, const char *question, int max_tables, size_t max_rows, dk_buf *out, char *err)
+int agent_system_prompt(sql_db *db, const char *question, int max_tables, size_t max_rows, bool docs, dk_buf *out,
+                        char *err)
 {
     dk_buf_printf(out,
                   "You answer questions about the user's DuckDB database. Call the run_sql tool with one "
@@ -22,8 +23,14 @@ int agent_system_prompt(sql_db *db, const char *question, int max_tables, size_t
                   "is an error you fix the query and call run_sql again. describe_table shows a table's "
                   "columns and a few rows. Once you have the result, answer the question in one or two "
                   "plain sentences that quote the numbers of the result. Only SELECT queries can run: "
-                  "the data cannot be changed.\n\nThe database:\n",
+                  "the data cannot be changed.\n\n",
                   max_rows);
+    if (docs)
+        dk_buf_puts(out, "The user's documents can be searched with search_docs: it returns numbered passages. "
+                         "When the question is about the documents, search them and answer from the passages, "
+                         "citing each one you use by its number in brackets, like [1]. A question may need both "
+                         "the documents and the database.\n\n");
+    dk_buf_puts(out, "The database:\n");
     sql_describe_opts o = {.n_samples = 3, .max_tables = max_tables};
     int rc = sql_describe(db, question, &o, out, err);
     if (rc == DK_OK && out->failed) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");

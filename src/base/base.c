@@ -35,6 +35,7 @@ const char *dk_status_name(int code)
     case DK_ERR_FORMAT: return "malformed input";
     case DK_ERR_UNSUPPORTED: return "unsupported";
     case DK_ERR_ARG: return "invalid argument";
+    case DK_ERR_CANCELLED: return "cancelled";
     case DK_ERR_NOTFOUND: return "not found";
     case DK_ERR_LIMIT: return "limit reached";
     }

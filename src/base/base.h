@@ -31,6 +31,7 @@ enum dk_status {
     DK_ERR_ARG = -5,       /* the caller passed an invalid argument */
     DK_ERR_NOTFOUND = -6,  /* a named thing (key, tensor, model, token) does not exist */
     DK_ERR_LIMIT = -7,     /* a configured limit was reached (context full, too long, ...) */
+    DK_ERR_CANCELLED = -8, /* the caller asked to stop (a cancel flag, Ctrl-C) */
 };
 
 /* Writes a printf-style message into err (DK_ERRLEN bytes; err may be NULL) and returns

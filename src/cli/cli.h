@@ -39,6 +39,7 @@ int cli_create(int argc, char **argv);
 int cli_ps(int argc, char **argv);      /* cmd_ps.c: asks the running server */
 int cli_ask(int argc, char **argv);     /* cmd_ask.c: the SQL agent */
 int cli_sql(int argc, char **argv);     /* cmd_sql.c: DuckDB shell with model functions */
+int cli_ingest(int argc, char **argv);  /* cmd_ingest.c: fill a retrieval store */
 
 /* ---- helpers (args.c) ---- */
 

@@ -1,6 +1,8 @@
 /*
- * cmd_embed.c: `duckling embed MODEL TEXT...`: prints one JSON array holding, for each text,
- * the model's L2-normalised embedding vector. Needs an embedding model (bert family).
+ * cmd_embed.c: `duckling embed MODEL TEXT... [--no-truncate] [--threads N] [--exact]`: prints
+ * one JSON array holding, for each text, the model's L2-normalised embedding vector, computed
+ * with engine_embed_batch (the texts share forward passes; a text longer than the context is
+ * cut unless --no-truncate). Needs an embedding model (bert family, not a reranker).
  */
 #include "cli/cli.h"
 
@@ -17,7 +19,7 @@ int cli_embed(int argc, char **argv)
     const char **texts = NULL; /* (n_texts) pointers into argv */
     size_t n_texts = 0;
     long n_threads = 0;
-    bool exact = false;
+    bool exact = false, truncate = true;
     bool only_positional = false;
     texts = dk_calloc((size_t)argc, sizeof(char *));
     if (!texts) return cli_error(CMD, "out of memory");
@@ -31,6 +33,7 @@ int cli_embed(int argc, char **argv)
         }
         if (strcmp(a, "--") == 0) { only_positional = true; continue; }
         if (!only_positional && strcmp(a, "--exact") == 0) { exact = true; continue; }
+        if (!only_positional && strcmp(a, "--no-truncate") == 0) { truncate = false; continue; }
         if ((r = cli_opt_value(CMD, argc, argv, &i, "--threads", &v)) != 0) {
             if (r < 0 || cli_parse_long(CMD, "--threads", v, 1, 1024, &n_threads)) goto fail;
             continue;
@@ -47,17 +50,18 @@ int cli_embed(int argc, char **argv)
     char err[DK_ERRLEN];
     int status = 1;
     size_t n_embd = engine_n_embd(model);
-    float *vec = dk_malloc_array(n_embd, sizeof(float));
+    float *vecs = dk_malloc_array(n_texts, n_embd * sizeof(float)); /* (n_texts, n_embd) */
     json_t *all = json_array();
-    if (!vec || !all) {
+    if (!vecs || !all) {
         cli_error(CMD, "out of memory");
         goto done;
     }
+    if (engine_embed_batch(model, texts, n_texts, truncate, 0, vecs, NULL, err) != DK_OK) {
+        cli_error(CMD, "%s", err);
+        goto done;
+    }
     for (size_t t = 0; t < n_texts; t++) {
-        if (engine_embed(model, texts[t], strlen(texts[t]), true, vec, err) != DK_OK) {
-            cli_error(CMD, "%s", err);
-            goto done;
-        }
+        const float *vec = vecs + t * n_embd;
         json_t *row = json_array();
         if (!row || json_array_append_new(all, row)) {
             cli_error(CMD, "out of memory");
@@ -81,7 +85,7 @@ int cli_embed(int argc, char **argv)
     status = fflush(stdout) == 0 ? 0 : cli_error(CMD, "cannot write the output");
 done:
     json_decref(all);
-    dk_free(vec);
+    dk_free(vecs);
     engine_model_free(model);
     dk_free(texts);
     return status;

@@ -58,8 +58,9 @@ static const cli_command commands[] = {
      "  One line of ids separated by spaces, or a JSON array with --json. By default special\n"
      "  token texts are plain text and no BOS/EOS is added. Vocab-only GGUFs are fine.\n"},
     {"embed", cli_embed, "print normalised embeddings of texts",
-     "usage: duckling embed MODEL TEXT... [--threads N] [--exact]\n"
-     "  Prints one JSON array of L2-normalised vectors, one per TEXT. --exact: reference numerics.\n"},
+     "usage: duckling embed MODEL TEXT... [--no-truncate] [--threads N] [--exact]\n"
+     "  Prints one JSON array of L2-normalised vectors, one per TEXT. A text longer than the model's\n"
+     "  context is cut to it (--no-truncate: an error instead). --exact: reference numerics.\n"},
     {"bench", cli_bench, "measure prompt (pp) and generation (tg) tokens/s, as llama-bench does",
      "usage: duckling bench MODEL [-p 512] [-n 128] [-d 0] [-t THREADS] [-r 5] [-b 512] [--json] [--exact]\n"
      "  -p N   prompt tokens per pp test (0 = none)      -n N   tokens generated per tg test (0 = none)\n"
@@ -101,8 +102,9 @@ static const cli_command commands[] = {
      "usage: duckling create NAME [-f Modelfile] [--quantize TYPE]\n"
      "  Modelfile instructions: FROM (a model or a GGUF path), PARAMETER, TEMPLATE, SYSTEM,\n"
      "  MESSAGE, LICENSE. Default file: ./Modelfile.\n"},
-    {"ask", cli_ask, "ask a question about a DuckDB database: the SQL agent",
-     "usage: duckling ask --db FILE.duckdb [--model M] [--escalate-to URL_OR_MODEL] [options] QUESTION\n"
+    {"ask", cli_ask, "ask a question about a DuckDB database (the SQL agent) or about documents",
+     "usage: duckling ask (--db FILE.duckdb | --docs STORE.duckdb) [--model M] [--escalate-to URL_OR_MODEL]\n"
+     "                    [options] QUESTION\n"
      "  The model writes SQL (run_sql / describe_table tools), duckling runs it read-only,\n"
      "  feeds back results or errors, and the model answers. Prints the SQL, the result and\n"
      "  the answer; --json prints one object with sql, rows, answer, model, steps, usage.\n"
@@ -115,11 +117,32 @@ static const cli_command commands[] = {
      "                       with --escalate-to, else off)\n"
      "  --api-key KEY        for endpoints (default $DUCKLING_API_KEY, then $OPENAI_API_KEY)\n"
      "  --max-repairs N      SQL attempts after a failing one (default 2)\n"
-     "  --max-rows N         rows of a result shown to the model (default 50)\n"
+     "  --max-rows N         rows of a result shown to the model (default 100)\n"
      "  --timeout MS         time limit of one query (default 10000)\n"
      "  --ctx N, --threads N, --temperature T, --seed N, -n/--num-predict N (per turn)\n"
      "  --json               one JSON object on stdout\n"
-     "  --verbose            every step on stderr as it happens\n"},
+     "  --verbose            every step on stderr as it happens\n"
+     "  --docs STORE         a retrieval store (duckling ingest): alone, answer from the documents\n"
+     "                       with numbered sources; with --db, the agent also gets a search_docs tool\n"
+     "  -k N                 passages retrieved (default 5)\n"
+     "  --mode M             hybrid (default), vector or keyword; --exact: exact vector search\n"
+     "  --rerank-model M     a cross-encoder that reorders the retrieved passages\n"
+     "  --embed-model M      the query's embedding model (default: the one the store was built with)\n"
+     "  --source PATH, --path GLOB, --after DATE, --before DATE (YYYY-MM-DD)   search filters\n"},
+    {"ingest", cli_ingest, "read files, directories and DuckDB tables into a retrieval store",
+     "usage: duckling ingest --into STORE.duckdb [--model EMBED] [options] PATH...\n"
+     "  Reads text, Markdown, HTML, CSV, TSV, Parquet, JSON/JSONL files (directories recursively)\n"
+     "  and DuckDB tables (FILE.duckdb for all, FILE.duckdb:TABLE for one), splits them into\n"
+     "  chunks along headings and paragraphs, embeds them and stores everything in STORE.duckdb.\n"
+     "  Unchanged sources (same content hash) are skipped; changed ones re-embed only new chunks.\n"
+     "  --into STORE         the store (created if missing)\n"
+     "  --model EMBED        embedding model: a .gguf path or a store name (default: the model the\n"
+     "                       store was built with, then $DUCKLING_EMBED_MODEL)\n"
+     "  --chunk-tokens N     tokens per chunk at most (default 256)\n"
+     "  --overlap N          tokens repeated from the previous chunk (default 32)\n"
+     "  --batch N            chunks per embedding batch (default 32)\n"
+     "  --threads N          threads of the model and of the index build\n"
+     "  --json               the summary as one JSON object; --quiet: no progress\n"},
     {"sql", cli_sql, "a DuckDB shell with prompt(), embed() and prompt_sql() as SQL functions",
      "usage: duckling sql [FILE.duckdb] [QUERY] [options]\n"
      "  Opens FILE read-write (created if missing; in memory without FILE). With QUERY, runs its\n"

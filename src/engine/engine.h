@@ -10,7 +10,10 @@
  *   engine_generate prompt in one batch, then sampled tokens one by one until an end-of-generation
  *                   token, a stop string, num_predict tokens or a full context; text is streamed
  *                   through a callback in complete UTF-8 pieces with stop strings cut out.
- *   engine_embed    embeddings of an embedding model (bert): pooled as the model says, L2-normalised.
+ *   engine_embed    embeddings of an embedding model (bert): pooled as the model says, L2-normalised;
+ *                   engine_embed_batch packs many texts into shared forward passes.
+ *   engine_rerank   relevance scores of documents for a query with a cross-encoder (bert with a
+ *                   classification head).
  *   engine_chat     one assistant turn of a conversation: the model's chat template renders the
  *                   messages and tools, the KV cache keeps the prefix the conversation shares
  *                   with the last turn, grammars enforce format and tool_choice, and the output
@@ -61,7 +64,8 @@ size_t engine_n_vocab(const engine_model *model);
 size_t engine_n_embd(const engine_model *model);      /* size of engine_embed vectors */
 size_t engine_n_ctx_train(const engine_model *model); /* context length trained; 0 if unknown */
 const char *engine_arch(const engine_model *model);   /* general.architecture, owned by model */
-bool engine_is_embedding(const engine_model *model);  /* bert-like: engine_embed, no generation */
+bool engine_is_embedding(const engine_model *model);  /* an encoder (bert-like): no generation; an
+                                                         embedding model or a reranker, see below */
 bool engine_has_weights(const engine_model *model);   /* false when loaded vocab-only */
 /* The tokenizer.chat_template string, or NULL when the file has none. Owned by model. */
 const char *engine_chat_template(const engine_model *model);
@@ -216,9 +220,41 @@ int engine_generate(engine_session *session, const int32_t *prompt, size_t n_pro
                     const engine_generate_params *params, engine_timings *timings, char *err);
 
 /* ---- embeddings ---- */
+/* Encoders (bert family) come in two kinds: embedding models, whose pooling (mean, CLS, last)
+ * gives a vector per text, and rerankers (cross-encoders: pooling_type 4 "rank" and a
+ * classification head, as llama.cpp's converter writes a BertForSequenceClassification such as
+ * ms-marco-MiniLM), which score a (query, document) pair. engine_is_embedding is true for
+ * both (an encoder: no generation, no session); engine_is_reranker tells them apart. The
+ * embed functions refuse a reranker and the rerank functions anything else
+ * (DK_ERR_UNSUPPORTED). */
+bool engine_is_reranker(const engine_model *model);
+
 /* Embeds text (tokenized with add_special) with an embedding model: out (n_embd) receives the
  * pooled vector, L2-normalised when normalize. Uses its own scratch session. */
 int engine_embed(engine_model *model, const char *text, size_t n_bytes, bool normalize, float *out, char *err);
+
+/* Embeds n texts with an embedding model into out (n * dim floats, dim = dimensions when
+ * 0 < dimensions < engine_n_embd, else engine_n_embd): pooled as the model says,
+ * L2-normalised (again after a Matryoshka cut to dimensions). A text longer than the model's
+ * context is cut at a token boundary when truncate (its first tokens, the closing [SEP] kept),
+ * else DK_ERR_ARG naming its index; an empty text is DK_ERR_ARG. n_tokens (may be NULL)
+ * receives the tokens evaluated in all. Several texts are evaluated per forward pass when the
+ * model allows it: they are packed into passes of up to 512 rows in which each attends only
+ * to itself, so a vector equals engine_embed's of the same tokens (up to float rounding).
+ * The model's context: min(context_length, rows of the position table). Thread-safe per
+ * model (each call has its own scratch). */
+int engine_embed_batch(engine_model *model, const char *const *texts, size_t n, bool truncate, size_t dimensions, float *out,
+                       size_t *n_tokens, char *err);
+
+/* Scores docs[0..n) against query with a reranker: scores (n) receives the raw relevance
+ * (the classification head's first output, no sigmoid; higher is more relevant). Each pair
+ * is read as the model was trained, [CLS] query [SEP] document [SEP]; a document is cut (at a
+ * token boundary) so that the pair fits the context; a query that leaves no room is
+ * DK_ERR_ARG, and so is an empty one. Pairs share forward passes as in engine_embed_batch.
+ * engine_rerank_count also gives the tokens evaluated in all (n_tokens may be NULL). */
+int engine_rerank(engine_model *model, const char *query, const char *const *docs, size_t n, float *scores, char *err);
+int engine_rerank_count(engine_model *model, const char *query, const char *const *docs, size_t n, float *scores,
+                        size_t *n_tokens, char *err);
 
 /* ---- chat ---- */
 enum engine_tool_choice {

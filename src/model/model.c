@@ -49,6 +49,10 @@ struct model_weights {
     float *rope_factors_swa;     /* (n_rot/2) or NULL: rope_freqs alone (SWA layers are not scaled) */
     kern_matrix type_embd, pos_embd; /* bert */
     float *embd_norm, *embd_norm_b;  /* bert */
+    model_mat cls;                   /* bert classification head, optional: (n_embd -> n_embd) + tanh */
+    float *cls_b;                    /* (n_embd) or NULL */
+    model_mat cls_out;               /* optional: (n_embd -> n_cls_out) */
+    float *cls_out_b;                /* (n_cls_out) or NULL */
     model_layer *layers;         /* (n_layer) */
     float **vectors;             /* every float vector allocated at load, freed at model_free */
     size_t n_vectors, cap_vectors;
@@ -257,9 +261,20 @@ static int read_hparams(model_weights *m, char *err)
     if (bert) {
         int64_t pt;
         if ((rc = get_u32_key(f, a, "pooling_type", false, MODEL_POOLING_CLS, &pt, err))) return rc;
-        if (pt > MODEL_POOLING_LAST)
+        if (pt > MODEL_POOLING_RANK)
             return dk_fail(err, DK_ERR_UNSUPPORTED, "unsupported pooling_type %lld", (long long)pt);
         hp->pooling = (enum model_pooling)pt;
+        /* as llama.cpp: one output unless the file names the classifier's labels */
+        char key[128];
+        snprintf(key, sizeof key, "%s.classifier.output_labels", a);
+        enum gguf_value_type lt;
+        uint64_t n_labels = 0;
+        const void *labels;
+        hp->n_cls_out = 1;
+        if (gguf_get_arr(f, key, &lt, &n_labels, &labels) == DK_OK && n_labels > 0) {
+            if (n_labels > (1 << 16)) return dk_fail(err, DK_ERR_FORMAT, "%s: %llu labels", key, (unsigned long long)n_labels);
+            hp->n_cls_out = (int64_t)n_labels;
+        }
     }
 
     /* vocab size: the token list, else the embedding matrix */
@@ -276,6 +291,26 @@ static int read_hparams(model_weights *m, char *err)
     }
     if (hp->n_vocab <= 0 || hp->n_vocab > (1 << 24))
         return dk_fail(err, DK_ERR_FORMAT, "invalid vocabulary size %lld", (long long)hp->n_vocab);
+    return DK_OK;
+}
+
+/* bert's optional classification head (llama.cpp's names: cls = the pooler's dense layer,
+ * cls.output = the classifier); a rank-pooled model must have one of the two. */
+static int bind_cls_head(model_weights *m, char *err)
+{
+    model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, C = hp->n_cls_out;
+    bool has_cls = false, has_out = false;
+    int rc;
+    if ((rc = bind_matrix(m, "cls.weight", E, E, false, &m->cls.w, &has_cls, err))) return rc;
+    if (has_cls && (rc = bind_vector(m, "cls.bias", E, false, &m->cls_b, err))) return rc;
+    if ((rc = bind_matrix(m, "cls.output.weight", E, C, false, &m->cls_out.w, &has_out, err))) return rc;
+    if (has_out && (rc = bind_vector(m, "cls.output.bias", C, false, &m->cls_out_b, err))) return rc;
+    if (!has_out && C > E)
+        return dk_fail(err, DK_ERR_FORMAT, "%lld classifier labels but no cls.output.weight", (long long)C);
+    hp->has_cls_head = has_cls || has_out;
+    if (hp->pooling == MODEL_POOLING_RANK && !hp->has_cls_head)
+        return dk_fail(err, DK_ERR_FORMAT, "pooling_type 4 (rank) needs a classification head (cls.weight or cls.output.weight)");
     return DK_OK;
 }
 
@@ -303,6 +338,7 @@ static int bind_tensors(model_weights *m, char *err)
         if ((rc = bind_matrix(m, "token_types.weight", E, t->ne[1], true, &m->type_embd, NULL, err))) return rc;
         if ((rc = bind_vector(m, "token_embd_norm.weight", E, true, &m->embd_norm, err))) return rc;
         if ((rc = bind_vector(m, "token_embd_norm.bias", E, true, &m->embd_norm_b, err))) return rc;
+        if ((rc = bind_cls_head(m, err))) return rc;
     } else {
         if ((rc = bind_vector(m, "output_norm.weight", E, true, &m->output_norm, err))) return rc;
         if ((rc = bind_matrix(m, "output.weight", E, V, false, &m->output.w, &present, err))) return rc;
@@ -453,6 +489,8 @@ static size_t list_matrices(model_weights *m, model_mat **out, size_t cap)
     size_t n = 0;
 #define ADD(mat) do { if ((mat)->w.data && n < cap) out[n++] = (mat); } while (0)
     ADD(&m->output);
+    ADD(&m->cls);
+    ADD(&m->cls_out);
     for (int64_t il = 0; il < m->hp.n_layer; il++) {
         model_layer *L = &m->layers[il];
         ADD(&L->wq); ADD(&L->wk); ADD(&L->wv); ADD(&L->wqkv); ADD(&L->wo);
@@ -465,7 +503,7 @@ static size_t list_matrices(model_weights *m, model_mat **out, size_t cap)
 int model_prepare_fast(model_weights *m, int n_threads, char *err)
 {
     if (m->prepared) return DK_OK;
-    size_t cap = 1 + 8 * (size_t)m->hp.n_layer;
+    size_t cap = 3 + 8 * (size_t)m->hp.n_layer;
     model_mat **mats = dk_malloc_array(cap, sizeof *mats);
     m->packs = dk_calloc(cap, sizeof *m->packs);
     kern_pool *pool = n_threads > 1 ? kern_pool_new(n_threads) : NULL;
@@ -536,7 +574,11 @@ struct model_ctx {
     /* each row of a forward pass: the context whose KV cache it goes to and its position */
     model_ctx **row_ctx; /* (n_batch) */
     int64_t *row_pos;    /* (n_batch) */
-    int32_t *row_tok;    /* (n_batch) the tokens of a model_decode_batch, gathered */
+    int32_t *row_tok;    /* (n_batch) the tokens of a model_decode_batch / model_encode_batch, gathered */
+    /* encoders: the cache slots [row_first[t], row_last[t]] of row t's sequence, which it
+     * attends to (its position is row_pos[t] - row_first[t]) */
+    int64_t *row_first;  /* (n_batch) */
+    int64_t *row_last;   /* (n_batch) */
     enum model_ctx_kind kind;
 };
 
@@ -552,7 +594,8 @@ void model_ctx_free(model_ctx *c)
     kern_pool_free(c->pool);
     kern_workspace_free(c->ws);
     void *bufs[] = {c->k_cache, c->v_cache, c->x, c->cur, c->q, c->k, c->v, c->qkv, c->att,
-                    c->tmp, c->gate, c->up, c->scores, c->attn_part, c->row_ctx, c->row_pos, c->row_tok};
+                    c->tmp, c->gate, c->up, c->scores, c->attn_part, c->row_ctx, c->row_pos, c->row_tok,
+                    c->row_first, c->row_last};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dk_free(bufs[i]);
     dk_free(c);
 }
@@ -597,6 +640,10 @@ static void alloc_scratch(model_ctx *c, bool *fail)
     c->row_ctx = alloc_zeroed(B, 1, 1, sizeof(model_ctx *), fail);
     c->row_pos = alloc_zeroed(B, 1, 1, sizeof(int64_t), fail);
     c->row_tok = alloc_zeroed(B, 1, 1, sizeof(int32_t), fail);
+    if (!hp->causal) {
+        c->row_first = alloc_zeroed(B, 1, 1, sizeof(int64_t), fail);
+        c->row_last = alloc_zeroed(B, 1, 1, sizeof(int64_t), fail);
+    }
     if (!*fail && c->n_threads > 1) {
         c->pool = kern_pool_new(c->n_threads);
         if (!c->pool) *fail = true;
@@ -721,8 +768,8 @@ static void attn_task(void *ctx, int i_task, int n_tasks, int i_thread)
     for (int64_t p = begin; p < end; p++) {
         int64_t t = p / Hkv, hk = p % Hkv;
         int64_t qpos = c->row_pos[t];
-        int64_t last = j->causal ? qpos : j->pos0 + j->n_tok - 1;
-        int64_t first = 0;
+        int64_t last = j->causal ? qpos : c->row_last[t];
+        int64_t first = j->causal ? 0 : c->row_first[t]; /* encoders: the row's own sequence */
         if (j->n_swa > 0 && qpos - j->n_swa + 1 > first) first = qpos - j->n_swa + 1;
         attn_heads(j, c->row_ctx[t], c->q + (size_t)(t * H * dk + hk * group * dk), hk, first, last, sc,
                    c->att + (size_t)(t * H * dv + hk * group * dv), dv, NULL);
@@ -803,17 +850,13 @@ static void rms_rows(float *out, const float *x, const float *w, int64_t n_tok, 
     for (int64_t t = 0; t < n_tok; t++) kern_rmsnorm(out + t * n, x + t * n, w, n, eps);
 }
 
-static void ln_rows(float *out, const float *x, const float *w, const float *b, int64_t n_tok, int64_t n, float eps)
-{
-    for (int64_t t = 0; t < n_tok; t++) kern_layernorm(out + t * n, x + t * n, w, b, n, eps);
-}
 
 static void embed_row(const kern_matrix *m, int64_t row, float *dst)
 {
     kern_dequantize_row(m->type, (const uint8_t *)m->data + (size_t)row * m->row_bytes, dst, m->n_in);
 }
 
-/* The per-token work between the matrix products of a causal layer. Each step is
+/* The per-token work between the matrix products of a layer (causal or bert). Each step is
  * independent across tokens, so a batch spreads it over the pool's threads (a decode step
  * of one token runs it inline). */
 enum layer_phase {
@@ -822,6 +865,12 @@ enum layer_phase {
     PHASE_ATTN_OUT,   /* tmp += bias; x += post_norm(tmp); cur = ffn_norm(x) */
     PHASE_ACT,        /* gate = act(gate) * up */
     PHASE_FFN_OUT,    /* x += post_ffw_norm(tmp) */
+    /* bert (post-norm): */
+    PHASE_BERT_EMBED, /* x = layernorm(token + type 0 + position embedding) */
+    PHASE_BERT_QKV,   /* q, k, v biases; K and V into the cache */
+    PHASE_BERT_ATTN,  /* x = attn_out_norm(tmp + bias + x) */
+    PHASE_BERT_ACT,   /* up = gelu(up + bias) */
+    PHASE_BERT_FFN,   /* x = layer_output_norm(tmp + bias + x) */
 };
 
 typedef struct layer_step {
@@ -829,6 +878,7 @@ typedef struct layer_step {
     const model_layer *L;
     int64_t il, pos0, n_tok;
     enum layer_phase phase;
+    const int32_t *tokens; /* PHASE_BERT_EMBED */
 } layer_step;
 
 /* Tokens from which the per-token steps run in parallel. */
@@ -887,6 +937,41 @@ static void step_tokens(const layer_step *s, int64_t t0, int64_t t1)
             if (L->post_ffw_norm) kern_rmsnorm(tmp, tmp, L->post_ffw_norm, E, eps);
             kern_add(x, x, tmp, E);
             break;
+        case PHASE_BERT_EMBED:
+            embed_row(&m->tok_embd, s->tokens[t], x);
+            embed_row(&m->type_embd, 0, tmp);
+            kern_add(x, x, tmp, E);
+            embed_row(&m->pos_embd, c->row_pos[t] - c->row_first[t], tmp);
+            kern_add(x, x, tmp, E);
+            kern_layernorm(x, x, m->embd_norm, m->embd_norm_b, E, eps);
+            break;
+        case PHASE_BERT_QKV: {
+            float *q = c->q + t * q_dim, *k = c->k + t * k_dim, *v = c->v + t * v_dim;
+            kern_add(q, q, L->bq, q_dim);
+            kern_add(k, k, L->bk, k_dim);
+            kern_add(v, v, L->bv, v_dim);
+            for (int64_t h = 0; h < Hkv; h++) {
+                kern_kv_store_k(kv_head(c, c->k_cache, s->il, h, dk), c->kv_f16, (int)dk, c->row_pos[t], k + h * dk);
+                kern_kv_store_v(kv_head(c, c->v_cache, s->il, h, dv), c->kv_f16, (int)dv, c->row_pos[t], v + h * dv);
+            }
+            break;
+        }
+        case PHASE_BERT_ATTN:
+            kern_add(tmp, tmp, L->bo, E);
+            kern_add(tmp, tmp, x, E);
+            kern_layernorm(x, tmp, L->attn_out_norm, L->attn_out_norm_b, E, eps);
+            break;
+        case PHASE_BERT_ACT: {
+            float *u = c->up + t * F;
+            kern_add(u, u, L->ffn_up_b, F);
+            kern_gelu(u, F);
+            break;
+        }
+        case PHASE_BERT_FFN:
+            kern_add(tmp, tmp, L->ffn_down_b, E);
+            kern_add(tmp, tmp, x, E);
+            kern_layernorm(x, tmp, L->out_norm, L->out_norm_b, E, eps);
+            break;
         }
     }
 }
@@ -900,7 +985,7 @@ static void step_task(void *ctx, int i_task, int n_tasks)
 
 static void run_step(model_ctx *c, const model_layer *L, int64_t il, int64_t pos0, int64_t n_tok, enum layer_phase phase)
 {
-    layer_step s = {c, L, il, pos0, n_tok, phase};
+    layer_step s = {c, L, il, pos0, n_tok, phase, NULL};
     if (n_tok < PAR_MIN_TOK || !c->pool) step_tokens(&s, 0, n_tok);
     else kern_pool_run(c->pool, step_task, &s, c->n_threads);
 }
@@ -920,17 +1005,14 @@ static void forward_rows(model_ctx *c, const int32_t *tokens, int64_t n_tok)
     bool gemma = hp->arch == MODEL_ARCH_GEMMA2 || hp->arch == MODEL_ARCH_GEMMA3;
     kern_pool *pool = c->pool;
 
-    for (int64_t t = 0; t < n_tok; t++) embed_row(&m->tok_embd, tokens[t], c->x + t * E);
-    if (gemma) kern_scale(c->x, sqrtf((float)E), n_tok * E);
     if (bert) {
-        for (int64_t t = 0; t < n_tok; t++) {
-            embed_row(&m->type_embd, 0, c->tmp);
-            kern_add(c->x + t * E, c->x + t * E, c->tmp, E);
-            embed_row(&m->pos_embd, pos0 + t, c->tmp);
-            kern_add(c->x + t * E, c->x + t * E, c->tmp, E);
-        }
-        ln_rows(c->x, c->x, m->embd_norm, m->embd_norm_b, n_tok, E, hp->norm_eps);
+        layer_step s = {c, NULL, 0, pos0, n_tok, PHASE_BERT_EMBED, tokens};
+        if (n_tok < PAR_MIN_TOK || !c->pool) step_tokens(&s, 0, n_tok);
+        else kern_pool_run(c->pool, step_task, &s, c->n_threads);
+    } else {
+        for (int64_t t = 0; t < n_tok; t++) embed_row(&m->tok_embd, tokens[t], c->x + t * E);
     }
+    if (gemma) kern_scale(c->x, sqrtf((float)E), n_tok * E);
 
     bool q_prescale = hp->arch == MODEL_ARCH_PHI3 || gemma;
     float inv_sqrt_dk = hp->attn_scale;
@@ -954,19 +1036,7 @@ static void forward_rows(model_ctx *c, const int32_t *tokens, int64_t n_tok)
             kern_mm qkv[3] = {{&L->wq.w, L->wq.packed, c->q}, {&L->wk.w, L->wk.packed, c->k}, {&L->wv.w, L->wv.packed, c->v}};
             kern_matmul_many(qkv, 3, in, n_tok, c->prec, c->ws, pool);
         }
-        if (bert) {
-            add_bias_rows(c->q, L->bq, n_tok, q_dim);
-            add_bias_rows(c->k, L->bk, n_tok, k_dim);
-            add_bias_rows(c->v, L->bv, n_tok, v_dim);
-            for (int64_t t = 0; t < n_tok; t++) {
-                for (int64_t h = 0; h < Hkv; h++) {
-                    kern_kv_store_k(kv_head(c, c->k_cache, il, h, dk), c->kv_f16, (int)dk, pos0 + t, c->k + t * k_dim + h * dk);
-                    kern_kv_store_v(kv_head(c, c->v_cache, il, h, dv), c->kv_f16, (int)dv, pos0 + t, c->v + t * v_dim + h * dv);
-                }
-            }
-        } else {
-            run_step(c, L, il, pos0, n_tok, PHASE_QK);
-        }
+        run_step(c, L, il, pos0, n_tok, bert ? PHASE_BERT_QKV : PHASE_QK);
         attn_job job = {c, il, n_tok, pos0, swa ? hp->n_swa : 0, q_prescale ? 1.0f : inv_sqrt_dk,
                         hp->attn_softcap, hp->causal, 0};
         int64_t n_pairs = n_tok * Hkv, span = pos0 + 1;
@@ -980,17 +1050,12 @@ static void forward_rows(model_ctx *c, const int32_t *tokens, int64_t n_tok)
         }
         mm(c, &L->wo, c->att, n_tok, c->tmp);
 
-        if (bert) {
-            add_bias_rows(c->tmp, L->bo, n_tok, E);
-            kern_add(c->tmp, c->tmp, c->x, n_tok * E);
-            ln_rows(c->x, c->tmp, L->attn_out_norm, L->attn_out_norm_b, n_tok, E, hp->norm_eps);
+        if (bert) { /* the per-token steps spread over the pool, as the causal layers' */
+            run_step(c, L, il, pos0, n_tok, PHASE_BERT_ATTN);
             mm(c, &L->ffn_up, c->x, n_tok, c->up);
-            add_bias_rows(c->up, L->ffn_up_b, n_tok, F);
-            kern_gelu(c->up, n_tok * F);
+            run_step(c, L, il, pos0, n_tok, PHASE_BERT_ACT);
             mm(c, &L->ffn_down, c->up, n_tok, c->tmp);
-            add_bias_rows(c->tmp, L->ffn_down_b, n_tok, E);
-            kern_add(c->tmp, c->tmp, c->x, n_tok * E);
-            ln_rows(c->x, c->tmp, L->out_norm, L->out_norm_b, n_tok, E, hp->norm_eps);
+            run_step(c, L, il, pos0, n_tok, PHASE_BERT_FFN);
             continue;
         }
         run_step(c, L, il, pos0, n_tok, PHASE_ATTN_OUT);
@@ -1137,44 +1202,120 @@ static void l2_normalize(float *v, int64_t n)
     for (int64_t i = 0; i < n; i++) v[i] *= inv;
 }
 
-int model_encode(model_ctx *c, const int32_t *tokens, int64_t n_tok, enum model_pooling pooling,
-                 bool normalize, float *out, char *err)
+int64_t model_pooled_size(const model_weights *m, enum model_pooling pooling)
+{
+    if (pooling == MODEL_POOLING_UNSPECIFIED) pooling = m->hp.pooling;
+    return pooling == MODEL_POOLING_RANK ? m->hp.n_cls_out : m->hp.n_embd;
+}
+
+/* The classification head over the (n_seqs, n_embd) [CLS] states gathered in c->cur:
+ * out (n_seqs, n_cls_out) = cls_out(tanh(cls(x) + b)) + b_out, as llama.cpp's rank pooling. */
+static void rank_head(model_ctx *c, int64_t n_seqs, float *out)
+{
+    const model_weights *m = c->m;
+    int64_t E = m->hp.n_embd, C = m->hp.n_cls_out;
+    const float *h = c->cur;
+    if (m->cls.w.data) {
+        mm(c, &m->cls, c->cur, n_seqs, c->tmp);
+        add_bias_rows(c->tmp, m->cls_b, n_seqs, E);
+        for (int64_t i = 0; i < n_seqs * E; i++) c->tmp[i] = tanhf(c->tmp[i]);
+        h = c->tmp;
+    }
+    if (m->cls_out.w.data) {
+        mm(c, &m->cls_out, h, n_seqs, out);
+        add_bias_rows(out, m->cls_out_b, n_seqs, C);
+    } else { /* no classifier (jina-reranker-v1 style): the first n_cls_out values of the head */
+        for (int64_t s = 0; s < n_seqs; s++) memcpy(out + s * C, h + s * E, (size_t)C * sizeof(float));
+    }
+}
+
+/* Pools sequence s (rows [first, first + n) of c->x) into out; RANK only gathers its [CLS]
+ * row into c->cur row s, for rank_head. */
+static void pool_seq(model_ctx *c, int64_t s, int64_t first, int64_t n, enum model_pooling pooling, bool normalize,
+                     float *out)
+{
+    int64_t E = c->m->hp.n_embd;
+    const float *x = c->x + first * E;
+    switch (pooling) {
+    case MODEL_POOLING_NONE:
+        memcpy(out, x, (size_t)(n * E) * sizeof(float));
+        if (normalize)
+            for (int64_t t = 0; t < n; t++) l2_normalize(out + t * E, E);
+        return;
+    case MODEL_POOLING_MEAN:
+        for (int64_t i = 0; i < E; i++) out[i] = 0;
+        for (int64_t t = 0; t < n; t++) kern_add(out, out, x + t * E, E);
+        kern_scale(out, 1.0f / (float)n, E);
+        break;
+    case MODEL_POOLING_CLS:
+        memcpy(out, x, (size_t)E * sizeof(float));
+        break;
+    case MODEL_POOLING_LAST:
+        memcpy(out, x + (n - 1) * E, (size_t)E * sizeof(float));
+        break;
+    case MODEL_POOLING_RANK:
+        memcpy(c->cur + s * E, x, (size_t)E * sizeof(float));
+        return;
+    default:
+        return;
+    }
+    if (normalize) l2_normalize(out, E);
+}
+
+int model_encode_batch(model_ctx *c, const int32_t *const *tokens, const int64_t *n_tok, int64_t n_seqs,
+                       enum model_pooling pooling, bool normalize, float *out, char *err)
 {
     const model_weights *m = c->m;
     const model_hparams *hp = &m->hp;
     if (hp->causal) return dk_fail(err, DK_ERR_ARG, "model_encode: %s is not an encoder", hp->arch_name);
     if (c->kind != MODEL_CTX_FULL) return dk_fail(err, DK_ERR_ARG, "model_encode: the context has no scratch or no cache");
-    if (n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_encode: no tokens");
-    int rc = check_tokens(m, tokens, n_tok, err);
-    if (rc != DK_OK) return rc;
-    if (n_tok > c->n_batch || n_tok > hp->n_pos_embd)
-        return dk_fail(err, DK_ERR_LIMIT, "sequence of %lld tokens exceeds the batch (%lld) or position limit (%lld)",
-                       (long long)n_tok, (long long)c->n_batch, (long long)hp->n_pos_embd);
+    if (n_seqs <= 0) return dk_fail(err, DK_ERR_ARG, "model_encode: no sequences");
     if (pooling == MODEL_POOLING_UNSPECIFIED) pooling = hp->pooling;
-    c->n_past = 0;
-    forward_batch(c, tokens, n_tok);
-    c->n_past = 0;
-    int64_t E = hp->n_embd;
-    switch (pooling) {
-    case MODEL_POOLING_NONE:
-        memcpy(out, c->x, (size_t)(n_tok * E) * sizeof(float));
-        if (normalize)
-            for (int64_t t = 0; t < n_tok; t++) l2_normalize(out + t * E, E);
-        return DK_OK;
-    case MODEL_POOLING_MEAN:
-        for (int64_t i = 0; i < E; i++) out[i] = 0;
-        for (int64_t t = 0; t < n_tok; t++) kern_add(out, out, c->x + t * E, E);
-        kern_scale(out, 1.0f / (float)n_tok, E);
-        break;
-    case MODEL_POOLING_CLS:
-        memcpy(out, c->x, (size_t)E * sizeof(float));
-        break;
-    case MODEL_POOLING_LAST:
-        memcpy(out, c->x + (n_tok - 1) * E, (size_t)E * sizeof(float));
-        break;
-    default:
+    if (pooling < MODEL_POOLING_NONE || pooling > MODEL_POOLING_RANK)
         return dk_fail(err, DK_ERR_ARG, "unknown pooling %d", (int)pooling);
+    if (pooling == MODEL_POOLING_RANK && !hp->has_cls_head)
+        return dk_fail(err, DK_ERR_ARG, "model_encode: rank pooling needs a classification head, which this model has not");
+    int64_t rows = 0;
+    for (int64_t s = 0; s < n_seqs; s++) {
+        if (n_tok[s] <= 0) return dk_fail(err, DK_ERR_ARG, "model_encode: sequence %lld has no tokens", (long long)s);
+        int rc = check_tokens(m, tokens[s], n_tok[s], err);
+        if (rc != DK_OK) return rc;
+        if (n_tok[s] > c->n_batch - rows || n_tok[s] > hp->n_pos_embd) {
+            if (n_seqs == 1)
+                return dk_fail(err, DK_ERR_LIMIT, "sequence of %lld tokens exceeds the batch (%lld) or position limit (%lld)",
+                               (long long)n_tok[s], (long long)c->n_batch, (long long)hp->n_pos_embd);
+            return dk_fail(err, DK_ERR_LIMIT, "sequence %lld (%lld tokens) exceeds the batch (%lld rows in all) or position limit (%lld)",
+                           (long long)s, (long long)n_tok[s], (long long)c->n_batch, (long long)hp->n_pos_embd);
+        }
+        rows += n_tok[s];
     }
-    if (normalize) l2_normalize(out, E);
+    /* rows of all sequences, one after the other in the cache; each sees only its own span */
+    for (int64_t s = 0, r = 0; s < n_seqs; s++) {
+        int64_t first = r;
+        for (int64_t t = 0; t < n_tok[s]; t++, r++) {
+            c->row_ctx[r] = c;
+            c->row_pos[r] = r;
+            c->row_tok[r] = tokens[s][t];
+            c->row_first[r] = first;
+            c->row_last[r] = first + n_tok[s] - 1;
+        }
+    }
+    c->n_past = 0;
+    forward_rows(c, c->row_tok, rows);
+    int64_t per_seq = model_pooled_size(m, pooling);
+    float *dst = out;
+    for (int64_t s = 0, r = 0; s < n_seqs; s++) {
+        pool_seq(c, s, r, n_tok[s], pooling, normalize, dst);
+        dst += pooling == MODEL_POOLING_NONE ? n_tok[s] * hp->n_embd : per_seq;
+        r += n_tok[s];
+    }
+    if (pooling == MODEL_POOLING_RANK) rank_head(c, n_seqs, out);
     return DK_OK;
+}
+
+int model_encode(model_ctx *c, const int32_t *tokens, int64_t n_tok, enum model_pooling pooling,
+                 bool normalize, float *out, char *err)
+{
+    if (n_tok <= 0) return dk_fail(err, DK_ERR_ARG, "model_encode: no tokens");
+    return model_encode_batch(c, &tokens, &n_tok, 1, pooling, normalize, out, err);
 }

@@ -6,16 +6,18 @@
  * binds every tensor as a kern_matrix (weights stay in their file blocks; only small 1-D
  * norm/bias vectors are converted to float at load) and validates every shape against the
  * hyperparameters. Families: llama (Llama 2/3.x, TinyLlama, SmolLM2, Mistral), qwen2, qwen3,
- * gemma2, gemma3, phi3 (causal decoders) and bert (encoder for embeddings). The semantics
- * follow llama.cpp exactly (see kit/README.md section 4).
+ * gemma2, gemma3, phi3 (causal decoders) and bert (encoder for embeddings, and with a
+ * classification head for reranking). The semantics follow llama.cpp exactly (see
+ * kit/README.md section 4).
  *
  * A model_ctx is one sequence being evaluated: a KV cache of n_ctx positions (F32, or F16
  * with MODEL_NUMERICS_FAST) per layer and kv head, keys in transposed blocks of 16
  * positions and values row-major (kernels.h, "attention over a KV cache"), a thread pool,
  * and scratch memory sized up front for n_batch tokens.
  *
- * Not for: tokenization (tokenize/), sampling (sample/), chat templates, several sequences
- * in one context.
+ * Not for: tokenization (tokenize/), sampling (sample/), chat templates. Several sequences
+ * share one forward pass through model_decode_batch (causal, each its own context) or
+ * model_encode_batch (encoders, packed into one context).
  * Thread safety: a model is immutable after model_load and may be shared by any number of
  * contexts in any threads; a model_ctx belongs to one thread at a time.
  */
@@ -47,6 +49,9 @@ enum model_pooling {
     MODEL_POOLING_MEAN = 1,
     MODEL_POOLING_CLS = 2,
     MODEL_POOLING_LAST = 3,
+    MODEL_POOLING_RANK = 4, /* a cross-encoder: the [CLS] state through the classification head
+                               (cls.weight/bias + tanh, then cls.output.weight/bias, each optional
+                               as in llama.cpp), n_cls_out scores per sequence */
 };
 
 /* Hyperparameters as read (and defaulted) from the file. */
@@ -77,6 +82,9 @@ typedef struct model_hparams {
     bool causal;             /* false for bert */
     enum model_pooling pooling; /* encoders: <arch>.pooling_type; NONE for decoders */
     int64_t n_pos_embd;      /* bert: rows of position_embd (max tokens per sequence) */
+    int64_t n_cls_out;       /* bert: outputs of the classification head (classifier.output_labels
+                                entries, default 1); what MODEL_POOLING_RANK gives per sequence */
+    bool has_cls_head;       /* bert: cls.weight or cls.output.weight is present */
 } model_hparams;
 
 typedef struct model_weights model_weights;
@@ -166,10 +174,27 @@ int model_decode_batch(model_ctx *scratch, const model_seq *seqs, int64_t n_seqs
 
 /* Encoders (bert): one sequence tokens[0..n_tok), evaluated non-causally from position 0
  * (the KV cache is cleared first). pooling MODEL_POOLING_UNSPECIFIED means the model's own.
- * With pooling NONE, out receives (n_tok, n_embd) hidden states; otherwise (n_embd) pooled.
- * normalize: divide each output vector by its L2 norm (sum of squares in double).
- * DK_ERR_LIMIT if n_tok > n_batch or > the position embeddings; DK_ERR_ARG for a causal model. */
+ * With pooling NONE, out receives (n_tok, n_embd) hidden states; RANK (n_cls_out) scores of
+ * the classification head; otherwise (n_embd) pooled. normalize: divide each output vector by
+ * its L2 norm (sum of squares in double; never for RANK scores).
+ * DK_ERR_LIMIT if n_tok > n_batch or > the position embeddings; DK_ERR_ARG for a causal model,
+ * RANK without a classification head. */
 int model_encode(model_ctx *c, const int32_t *tokens, int64_t n_tok, enum model_pooling pooling,
                  bool normalize, float *out, char *err);
+
+/* Values model_encode gives per sequence for pooling (resolved as there): n_cls_out for RANK,
+ * n_embd otherwise (NONE: per token). */
+int64_t model_pooled_size(const model_weights *m, enum model_pooling pooling);
+
+/* Encoders: n_seqs sequences (tokens[i][0..n_tok[i])) packed into one forward pass: the rows
+ * of all of them go through the matrix products together, each attends only to the rows of
+ * its own sequence (a block-diagonal mask), positions restart at 0 for each, and each is
+ * pooled on its own. out receives, one after the other, what model_encode would give for each
+ * sequence alone ((n_tok[i], n_embd) rows for NONE, else model_pooled_size values), equal to
+ * it up to float rounding. Errors (nothing is evaluated): DK_ERR_LIMIT when the rows exceed
+ * n_batch or a sequence exceeds the position embeddings; DK_ERR_ARG as model_encode, and for
+ * an empty sequence or none at all. */
+int model_encode_batch(model_ctx *c, const int32_t *const *tokens, const int64_t *n_tok, int64_t n_seqs,
+                       enum model_pooling pooling, bool normalize, float *out, char *err);
 
 #endif

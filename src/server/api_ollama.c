@@ -445,6 +445,11 @@ static int embed_acquire(srv_request *rq, srv_gen_job *job, bool openai)
         srv_reply_error(rq, 400, "this model does not support embeddings");
         return -1;
     }
+    if (engine_is_reranker(job->lease.model)) {
+        srv_reply_error(rq, 400, "this model is a reranker: it does not support embeddings (use %s)",
+                        openai ? "/v1/rerank" : "/api/rerank");
+        return -1;
+    }
     return 0;
 }
 

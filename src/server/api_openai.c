@@ -474,6 +474,8 @@ void srv_openai_embeddings(srv_request *rq)
     if (srv_gen_acquire(job, rq, true) != 0) { openai_fail(rq, job, s, DK_OK, NULL); return; }
     if (!engine_is_embedding(job->lease.model))
         { openai_fail(rq, job, s, DK_ERR_ARG, "this model does not support embeddings"); return; }
+    if (engine_is_reranker(job->lease.model))
+        { openai_fail(rq, job, s, DK_ERR_ARG, "this model is a reranker: it does not support embeddings (use /v1/rerank)"); return; }
 
     const char **texts = NULL;
     char **owned = NULL;

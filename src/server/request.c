@@ -1126,71 +1126,20 @@ const char *srv_gen_done_reason(const srv_gen_job *job)
 
 /* ---- embeddings ---- */
 
-/* Longest prefix of text (at a UTF-8 boundary) that tokenizes into at most n_max tokens. */
-static int embed_prefix(engine_model *model, const char *text, size_t n_bytes, size_t n_max, size_t *n_prefix,
-                        size_t *n_tokens, char *err)
-{
-    size_t lo = 0, hi = n_bytes, best_tokens = 0;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo + 1) / 2;
-        while (mid > lo && mid < n_bytes && ((unsigned char)text[mid] & 0xC0) == 0x80) mid--; /* not inside a sequence */
-        if (mid == lo) break;
-        int32_t *tokens = NULL;
-        size_t n = 0;
-        int rc = engine_tokenize(model, text, mid, true, false, &tokens, &n, err);
-        dk_free(tokens);
-        if (rc != DK_OK) return rc;
-        if (n <= n_max) {
-            lo = mid;
-            best_tokens = n;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    *n_prefix = lo;
-    *n_tokens = best_tokens;
-    return DK_OK;
-}
-
 int srv_embed_texts(engine_model *model, const char *const *texts, size_t n, bool truncate, long long dimensions,
                     float **out, size_t *n_dim, size_t *n_tokens, char *err)
 {
     *out = NULL;
     *n_tokens = 0;
     if (!engine_is_embedding(model)) return dk_fail(err, DK_ERR_ARG, "this model does not support embeddings");
+    if (engine_is_reranker(model))
+        return dk_fail(err, DK_ERR_ARG, "this model is a reranker: it does not support embeddings (use /api/rerank)");
     size_t n_embd = engine_n_embd(model);
     if (dimensions < 0) return dk_fail(err, DK_ERR_ARG, "dimensions must be positive");
     *n_dim = dimensions > 0 && (size_t)dimensions < n_embd ? (size_t)dimensions : n_embd;
-    size_t n_ctx = engine_n_ctx_train(model) ? engine_n_ctx_train(model) : 512;
     float *vectors = dk_malloc_array(n ? n : 1, *n_dim * sizeof(float));
-    float *full = dk_malloc_array(n_embd, sizeof(float));
-    int rc = vectors && full ? DK_OK : dk_fail(err, DK_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; rc == DK_OK && i < n; i++) {
-        size_t len = strlen(texts[i]), n_tok = 0;
-        int32_t *tokens = NULL;
-        rc = engine_tokenize(model, texts[i], len, true, false, &tokens, &n_tok, err);
-        dk_free(tokens);
-        if (rc != DK_OK) break;
-        if (n_tok > n_ctx) {
-            if (!truncate) {
-                rc = dk_fail(err, DK_ERR_ARG, "input %zu is %zu tokens, longer than the context length %zu", i, n_tok, n_ctx);
-                break;
-            }
-            if ((rc = embed_prefix(model, texts[i], len, n_ctx, &len, &n_tok, err)) != DK_OK) break;
-        }
-        if (n_tok == 0 || len == 0) {
-            rc = dk_fail(err, DK_ERR_ARG, "input %zu is empty", i);
-            break;
-        }
-        *n_tokens += n_tok;
-        if ((rc = engine_embed(model, texts[i], len, true, full, err)) != DK_OK) break;
-        float *v = vectors + i * *n_dim;
-        double norm = 0;
-        for (size_t d = 0; d < *n_dim; d++) norm += (double)full[d] * full[d];
-        float scale = *n_dim < n_embd && norm > 0 ? (float)(1.0 / sqrt(norm)) : 1.0f;
-        for (size_t d = 0; d < *n_dim; d++) v[d] = full[d] * scale;
-    }
-    dk_free(full);
+    if (!vectors) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    int rc = engine_embed_batch(model, texts, n, truncate, (size_t)dimensions, vectors, n_tokens, err);
     if (rc != DK_OK) {
         dk_free(vectors);
         return rc;

@@ -14,6 +14,7 @@
  *               (pure functions, fuzzed).
  *   api_ollama.c  /api/generate, /api/chat, /api/embed, /api/embeddings.
  *   api_openai.c  /v1/chat/completions, /v1/completions, /v1/embeddings.
+ *   api_rerank.c  /api/rerank and /v1/rerank (cross-encoder reranking).
  */
 #ifndef DK_SRV_INTERNAL_H
 #define DK_SRV_INTERNAL_H
@@ -209,6 +210,10 @@ void srv_openai_chat(srv_request *rq);        /* POST /v1/chat/completions */
 void srv_openai_completions(srv_request *rq); /* POST /v1/completions */
 void srv_openai_embeddings(srv_request *rq);  /* POST /v1/embeddings */
 void srv_api_ask(srv_request *rq);            /* POST /api/ask: the SQL agent (api_ask.c) */
+/* api_rerank.c: cross-encoder reranking, {"model","query","documents",...} */
+#define SRV_RERANK_MAX_DOCS 1000               /* documents per request */
+void srv_api_rerank(srv_request *rq);         /* POST /api/rerank */
+void srv_openai_rerank(srv_request *rq);      /* POST /v1/rerank */
 
 /* ---- api handlers: request.c helpers ----
  * Parsers of request fields (pure, fuzzed) and the generation machinery both APIs share
@@ -330,7 +335,8 @@ const char *srv_gen_done_reason(const srv_gen_job *job);
 /* Embeddings of texts[0..n) (a borrowed array of strings) with an embedding model: out
  * (n, n_dim) row-major, owned by the caller (dk_free); n_dim = dimensions when 0 < dimensions
  * < n_embd (truncated, re-normalised). truncate: inputs longer than the context are cut, else
- * DK_ERR_ARG. *n_tokens: tokens evaluated in all. */
+ * DK_ERR_ARG. *n_tokens: tokens evaluated in all. The server's messages over
+ * engine_embed_batch (packed forward passes); a reranker is DK_ERR_ARG. */
 int srv_embed_texts(engine_model *model, const char *const *texts, size_t n, bool truncate, long long dimensions,
                     float **out, size_t *n_dim, size_t *n_tokens, char *err);
 

@@ -662,41 +662,76 @@ static void fn_prompt(duckdb_function_info info, duckdb_data_chunk input, duckdb
 
 /* ---- embed(text, model) ---- */
 
-static void fn_embed(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output)
+/* Embeds the rows of one model (models[i] == em) together: engine_embed_batch, the path of
+ * /api/embed and of ingest, packs them into shared forward passes. */
+static int fn_embed_group(engine_model *em, engine_model **models, char **texts, float **vectors, idx_t n_rows, char *err)
 {
-    sql_functions *fns = duckdb_scalar_function_get_extra_info(info);
+    const char **batch = dk_malloc_array(n_rows, sizeof *batch);
+    idx_t *where = dk_malloc_array(n_rows, sizeof *where);
+    size_t n = 0, dim = engine_n_embd(em);
+    int rc = batch && where ? DK_OK : dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    for (idx_t i = 0; rc == DK_OK && i < n_rows; i++) {
+        if (models[i] != em) continue;
+        batch[n] = texts[i];
+        where[n++] = i;
+        models[i] = NULL; /* done */
+    }
+    float *out = rc == DK_OK ? dk_malloc_array(n * dim, sizeof(float)) : NULL;
+    if (rc == DK_OK && !out) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    if (rc == DK_OK) rc = engine_embed_batch(em, batch, n, false, 0, out, NULL, err);
+    for (size_t k = 0; rc == DK_OK && k < n; k++) {
+        if (!(vectors[where[k]] = dk_malloc_array(dim, sizeof(float)))) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        else memcpy(vectors[where[k]], out + k * dim, dim * sizeof(float));
+    }
+    dk_free(out);
+    dk_free(batch);
+    dk_free(where);
+    return rc;
+}
+
+/* The model of every row with a text (models[i] NULL for NULL texts); texts[i] a copy. */
+static int fn_embed_models(sql_functions *fns, duckdb_data_chunk input, engine_model **models, char **texts, char *err)
+{
     idx_t n_rows = duckdb_data_chunk_get_size(input);
     fn_column text = fn_column_of(input, 0), model = fn_column_of(input, 1);
-    char err[DK_ERRLEN] = "";
     int rc = DK_OK;
-    float **vectors = dk_calloc(n_rows ? n_rows : 1, sizeof *vectors);
-    size_t *dims = dk_calloc(n_rows ? n_rows : 1, sizeof *dims);
-    size_t total = 0;
-    if (!vectors || !dims) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
     for (idx_t i = 0; i < n_rows && rc == DK_OK; i++) {
-        if (atomic_load(&fns->cancelled)) {
-            rc = dk_fail(err, DK_ERR_LIMIT, "interrupted");
-            break;
-        }
         size_t n_text = 0, n_model = 0;
         const char *t = fn_column_string(&text, i, &n_text);
         if (!t) continue;
         const char *m = fn_column_string(&model, i, &n_model);
         char *name = m ? dk_strndup(m, n_model) : NULL;
-        engine_model *em = NULL;
-        if (m && !name) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+        if ((m && !name) || !(texts[i] = dk_strndup(t, n_text))) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
         if (rc == DK_OK) {
             pthread_mutex_lock(&fns->lock);
-            rc = fn_embed_model(fns, name, &em, err);
+            rc = fn_embed_model(fns, name, &models[i], err);
             pthread_mutex_unlock(&fns->lock);
         }
         dk_free(name);
-        if (rc != DK_OK) break;
-        dims[i] = engine_n_embd(em);
-        vectors[i] = dk_malloc_array(dims[i], sizeof(float));
-        if (!vectors[i]) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
-        else rc = engine_embed(em, t, n_text, true, vectors[i], err);
+    }
+    return rc;
+}
+
+static void fn_embed(duckdb_function_info info, duckdb_data_chunk input, duckdb_vector output)
+{
+    sql_functions *fns = duckdb_scalar_function_get_extra_info(info);
+    idx_t n_rows = duckdb_data_chunk_get_size(input);
+    char err[DK_ERRLEN] = "";
+    int rc = DK_OK;
+    float **vectors = dk_calloc(n_rows ? n_rows : 1, sizeof *vectors);
+    size_t *dims = dk_calloc(n_rows ? n_rows : 1, sizeof *dims);
+    engine_model **models = dk_calloc(n_rows ? n_rows : 1, sizeof *models);
+    char **texts = dk_calloc(n_rows ? n_rows : 1, sizeof *texts);
+    size_t total = 0;
+    if (!vectors || !dims || !models || !texts) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    if (rc == DK_OK) rc = fn_embed_models(fns, input, models, texts, err);
+    for (idx_t i = 0; rc == DK_OK && i < n_rows; i++) {
+        if (models[i]) dims[i] = engine_n_embd(models[i]);
         total += dims[i];
+    }
+    for (idx_t i = 0; rc == DK_OK && i < n_rows; i++) {
+        if (atomic_load(&fns->cancelled)) rc = dk_fail(err, DK_ERR_LIMIT, "interrupted");
+        else if (models[i]) rc = fn_embed_group(models[i], models, texts, vectors, n_rows, err);
     }
     if (rc == DK_OK && duckdb_list_vector_reserve(output, total) == DuckDBError)
         rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
@@ -721,9 +756,14 @@ static void fn_embed(duckdb_function_info info, duckdb_data_chunk input, duckdb_
     } else {
         fn_error(info, "embed", err);
     }
-    for (idx_t i = 0; vectors && i < n_rows; i++) dk_free(vectors[i]);
+    for (idx_t i = 0; i < n_rows; i++) {
+        if (vectors) dk_free(vectors[i]);
+        if (texts) dk_free(texts[i]);
+    }
     dk_free(vectors);
     dk_free(dims);
+    dk_free(models);
+    dk_free(texts);
 }
 
 /* ---- prompt_sql(question) ---- */
