@@ -379,7 +379,7 @@ int main(int argc, char **argv)
         double recall = bench_recall(approx, n_approx, exact, n_exact, nq);
         int first = !ef_ok && recall >= BENCH_TARGET;
         if (first) ef_ok = o.efs[e];
-        printf("hnsw ef %4zu: recall@10 %.3f, %8.0f queries/s on 1 thread (%.0fx exact)%s\n", o.efs[e], recall, qps,
+        printf("hnsw ef %4zu: recall@10 %.3f, %8.0f queries/s on 1 thread (%.1fx exact)%s\n", o.efs[e], recall, qps,
                qps / exact1, first ? "   <== first ef with recall >= 0.95" : "");
     }
     if (!ef_ok) printf("no ef of the list reaches recall 0.95 (try -E with larger values, or -m / -e)\n");

@@ -304,6 +304,36 @@ TEST(rag_chunk, cuts_at_character_boundaries)
     rag_doc_free(doc);
 }
 
+TEST(rag_chunk, no_blank_chunks_from_long_white_space)
+{
+    /* a counter that charges for white space, and a run of it longer than a chunk: the run
+     * is not made into chunks of its own, every other byte is still covered */
+    rag_doc *doc = doc_from("ws.html", "<pre>ab\t\t\t\t\t\t\t\t\t\t\t\t\t\tcd \t ef</pre>");
+    REQUIRE(doc);
+    REQUIRE(doc->n_blocks == 1);
+    rag_chunk_opts o = {.max_tokens = 4, .count = count_bytes};
+    rag_chunk *chunks = NULL;
+    size_t n = 0;
+    char err[DK_ERRLEN];
+    REQUIRE(rag_chunk_doc(doc, &o, &chunks, &n, err) == DK_OK);
+    unsigned char covered[64] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int blank = 1;
+        for (size_t k = chunks[i].text_start; k < chunks[i].text_end; k++) {
+            blank &= is_space(doc->text[k]);
+            if (k < sizeof covered) covered[k] = 1;
+        }
+        CHECK_MSG(!blank, "chunk %zu is blank", i);
+        CHECK(chunks[i].n_tokens <= 4);
+    }
+    const rag_block *b = &doc->blocks[0];
+    for (size_t k = b->text_start; k < b->text_end && k < sizeof covered; k++)
+        CHECK_MSG(covered[k] || is_space(doc->text[k]), "byte %zu ('%c') is in no chunk", k, doc->text[k]);
+    CHECK(n >= 3);
+    rag_chunks_free(chunks, n);
+    rag_doc_free(doc);
+}
+
 TEST(rag_chunk, heading_paths_and_no_overlap_across_sections)
 {
     rag_doc *doc = doc_from("h.md", "Before any heading.\n\n# A\n\nalpha one\n\n## B\n\nbeta one two three four\n\n### C\n\n"
@@ -345,7 +375,8 @@ TEST(rag_chunk, rows_packed_under_the_title_without_overlap)
     FILE *f = fopen(path, "w");
     REQUIRE(f);
     fprintf(f, "id,label\n");
-    for (int i = 0; i < 200; i++) fprintf(f, "%d,word%d and some more words %s\n", i, i, i == 7 ? "x x x x x x x x x x x x x x x x x x x x x x x x" : "");
+    const char *long_tail = "x x x x x x x x x x x x x x x x x x x x x x x x"; /* row 7 is longer than a chunk */
+    for (int i = 0; i < 200; i++) fprintf(f, "%d,word%d and some more words %s\n", i, i, i == 7 ? long_tail : "");
     fclose(f);
     rag_doc *doc = NULL;
     char err[DK_ERRLEN];
@@ -380,7 +411,8 @@ TEST(rag_chunk, huge_block_costs_chunk_sized_counts)
     /* one paragraph of 1 MB: each chunk must cost counts of about its own size, never of the
      * whole remaining block */
     dk_buf b = {0};
-    for (int i = 0; b.len < ((size_t)1 << 20); i++) dk_buf_printf(&b, "w%d%s", i, i % 17 == 16 ? ". " : i % 13 == 12 ? "\n" : " ");
+    for (int i = 0; b.len < ((size_t)1 << 20); i++)
+        dk_buf_printf(&b, "w%d%s", i, i % 17 == 16 ? ". " : i % 13 == 12 ? "\n" : " ");
     rag_doc *doc = doc_from("huge.txt", b.data);
     dk_buf_free(&b);
     REQUIRE(doc);
@@ -533,4 +565,30 @@ TEST(rag_chunk, long_document_invariants_with_bert_tokenizer)
     rag_doc_free(doc);
     dk_free(md);
     engine_model_free(bc.model);
+}
+
+TEST(rag_chunk, allocation_failures_fail_cleanly)
+{
+    rag_doc *doc = doc_from("a.md", "# A\n\none two three four five six\n\n## B\n\nseven eight nine ten\n\neleven");
+    REQUIRE(doc);
+    rag_chunk_opts o = {.max_tokens = 4, .overlap_tokens = 1, .count = count_words};
+    int ok_at = -1;
+    for (int fail_at = 0; fail_at < 200 && ok_at < 0; fail_at++) {
+        rag_chunk *chunks = NULL;
+        size_t n = 0;
+        char err[DK_ERRLEN];
+        dk_alloc_fail_after(fail_at);
+        int rc = rag_chunk_doc(doc, &o, &chunks, &n, err);
+        dk_alloc_fail_after(-1);
+        if (rc != DK_OK) {
+            CHECK_MSG(rc == DK_ERR_NOMEM, "failing at %d: rc %d (%s)", fail_at, rc, err);
+            CHECK(chunks == NULL && n == 0);
+            continue;
+        }
+        ok_at = fail_at;
+        check_chunks(doc, chunks, n, &o, 1);
+        rag_chunks_free(chunks, n);
+    }
+    CHECK(ok_at > 0);
+    rag_doc_free(doc);
 }

@@ -115,7 +115,7 @@ static void ht_check_recall(rag_vtype type, rag_metric metric, size_t n, const c
     rag_vectors_free(v);
 }
 
-TEST(rag_hnsw, recall_cosine_f32) { ht_check_recall(RAG_VTYPE_F32, RAG_METRIC_COSINE, 5000, "cosine f32"); }
+TEST(rag_hnsw, recall_cosine_f32) { ht_check_recall(RAG_VTYPE_F32, RAG_METRIC_COSINE, 4000, "cosine f32"); }
 TEST(rag_hnsw, recall_dot_f32) { ht_check_recall(RAG_VTYPE_F32, RAG_METRIC_DOT, 3000, "dot f32"); }
 TEST(rag_hnsw, recall_l2_f32) { ht_check_recall(RAG_VTYPE_F32, RAG_METRIC_L2, 3000, "l2 f32"); }
 TEST(rag_hnsw, recall_cosine_f16) { ht_check_recall(RAG_VTYPE_F16, RAG_METRIC_COSINE, 3000, "cosine f16"); }
@@ -460,7 +460,7 @@ static size_t ht_self_found(const rag_hnsw *h, const float *x, size_t n, size_t 
 
 /* A graph built on 4 threads is about as good as the one-thread graph of the same vectors
  * (the hard uniform case, where a worse graph shows at once): recall, and vectors that find
- * themselves (a few do not at ef 64 even on one thread: uniform vectors are that hard); it is
+ * themselves (with a little slack: on uniform vectors a search at ef 64 may miss one); it is
  * valid (it saves, loads back through every check, has no self or repeated links, every node
  * is reachable from the entry); one thread gives the same bytes every time. */
 TEST(rag_hnsw, parallel_build)
@@ -469,15 +469,13 @@ TEST(rag_hnsw, parallel_build)
     size_t n = 2000;
     rag_vectors *v = ht_store_of(n, RAG_VTYPE_F32, RAG_METRIC_COSINE, 41, 0);
     REQUIRE(v);
-    rag_hnsw *one = NULL, *again = NULL, *four = NULL, *back = NULL;
+    rag_hnsw *one = NULL, *four = NULL, *back = NULL;
     rag_hnsw_params params = {.m = 16, .ef_construction = 64, .seed = 5};
     REQUIRE(rag_hnsw_build(&one, v, &params, err) == DK_OK);
-    REQUIRE(rag_hnsw_build(&again, v, &params, err) == DK_OK);
     params.n_threads = 4;
     REQUIRE_MSG(rag_hnsw_build(&four, v, &params, err) == DK_OK, "build: %s", err);
-    dk_buf b1 = {0}, b1again = {0}, b4 = {0};
-    CHECK(rag_hnsw_save(one, &b1, err) == DK_OK && rag_hnsw_save(again, &b1again, err) == DK_OK);
-    CHECK(b1.len == b1again.len && memcmp(b1.data, b1again.data, b1.len) == 0);
+    dk_buf b1 = {0}, b4 = {0};
+    CHECK(rag_hnsw_save(one, &b1, err) == DK_OK);
     REQUIRE(rag_hnsw_save(four, &b4, err) == DK_OK);
     CHECK_MSG(rag_hnsw_load(&back, v, b4.data, b4.len, err) == DK_OK, "load: %s", err);
     long lost1 = -1, lost4 = -1;
@@ -489,30 +487,45 @@ TEST(rag_hnsw, parallel_build)
     test_log("hnsw uniform, 2000 vectors: recall@10 at ef 64 = %.3f built on 1 thread, %.3f on 4", r1, r4);
     CHECK_MSG(r1 > 0.5 && r4 >= r1 - 0.02, "recall %.3f on 4 threads, %.3f on 1", r4, r1);
     float *x = ht_vectors(n, 41, 0);
-    size_t self1 = ht_self_found(one, x, n, 3), self4 = ht_self_found(back, x, n, 3), tried = (n + 2) / 3;
+    size_t self1 = ht_self_found(one, x, n, 4), self4 = ht_self_found(back, x, n, 4), tried = (n + 3) / 4;
     test_log("hnsw uniform, 2000 vectors: %zu of %zu found themselves at ef 64 built on 1 thread, %zu on 4", self1,
              tried, self4);
     CHECK_MSG(self4 + tried / 100 >= self1 && self4 + tried / 50 >= tried, "%zu and %zu of %zu found themselves", self1,
               self4, tried);
+    free(x);
+    dk_buf_free(&b1);
+    dk_buf_free(&b4);
+    rag_hnsw_free(back);
+    rag_hnsw_free(four);
+    rag_hnsw_free(one);
+    rag_vectors_free(v);
+
+    /* one thread: the same bytes every time (a smaller store: the point is the sameness) */
+    rag_vectors *small = ht_store_of(600, RAG_VTYPE_F16, RAG_METRIC_DOT, 43, 0);
+    REQUIRE(small);
+    dk_buf first = {0}, second = {0};
+    params.n_threads = 1;
+    for (int i = 0; i < 2; i++) {
+        rag_hnsw *h = NULL;
+        CHECK(rag_hnsw_build(&h, small, &params, err) == DK_OK && rag_hnsw_save(h, i ? &second : &first, err) == DK_OK);
+        rag_hnsw_free(h);
+    }
+    CHECK(first.len > 36 && first.len == second.len && memcmp(first.data, second.data, first.len) == 0);
+    dk_buf_free(&first);
+    dk_buf_free(&second);
     /* more threads than vectors */
     rag_vectors *tiny = ht_store(5, RAG_VTYPE_F32, RAG_METRIC_L2, 3);
     rag_hnsw *th = NULL;
     params.n_threads = 16;
     CHECK(tiny && rag_hnsw_build(&th, tiny, &params, err) == DK_OK);
+    float *q = ht_random(1, 44);
     rag_hit hits[HT_K];
     size_t n_hits = 0;
-    CHECK(th && x && rag_hnsw_search(th, x, HT_K, 16, NULL, hits, &n_hits, err) == DK_OK && n_hits == 5);
-    free(x);
+    CHECK(th && q && rag_hnsw_search(th, q, HT_K, 16, NULL, hits, &n_hits, err) == DK_OK && n_hits == 5);
+    free(q);
     rag_hnsw_free(th);
     rag_vectors_free(tiny);
-    dk_buf_free(&b1);
-    dk_buf_free(&b1again);
-    dk_buf_free(&b4);
-    rag_hnsw_free(back);
-    rag_hnsw_free(four);
-    rag_hnsw_free(again);
-    rag_hnsw_free(one);
-    rag_vectors_free(v);
+    rag_vectors_free(small);
 }
 
 typedef struct ht_job {

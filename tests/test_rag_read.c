@@ -583,3 +583,33 @@ TEST(rag_read, duckdb_tables)
     CHECK_EQ_INT(rag_list_tables(txt, &names, err), DK_ERR_FORMAT);
     test_log("not a database: %s", err);
 }
+
+/* ---- allocation failures ---- */
+
+TEST(rag_read, allocation_failures_fail_cleanly)
+{
+    static const char *const inputs[][2] = {
+        {"a.md", "---\ntitle: T\n---\n# H\ntext [l](u)\n\n```\ncode\n```\n- item\n"},
+        {"a.html", "<title>T</title><h1>H</h1><p>a &amp; b</p><pre> x </pre>"},
+        {"a.txt", "one\n\ntwo three four five six seven"},
+    };
+    for (size_t k = 0; k < sizeof inputs / sizeof inputs[0]; k++) {
+        int ok_at = -1;
+        for (int fail_at = 0; fail_at < 200 && ok_at < 0; fail_at++) {
+            rag_doc *doc = NULL;
+            char err[DK_ERRLEN];
+            dk_alloc_fail_after(fail_at);
+            int rc = rag_read_buffer(inputs[k][0], inputs[k][1], strlen(inputs[k][1]), NULL, &doc, err);
+            dk_alloc_fail_after(-1);
+            if (rc != DK_OK) {
+                CHECK_MSG(rc == DK_ERR_NOMEM, "%s, failing at %d: rc %d (%s)", inputs[k][0], fail_at, rc, err);
+                CHECK(doc == NULL);
+                continue;
+            }
+            ok_at = fail_at;
+            check_doc_shape(doc);
+            rag_doc_free(doc);
+        }
+        CHECK_MSG(ok_at > 0, "%s never succeeded", inputs[k][0]);
+    }
+}

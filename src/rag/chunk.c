@@ -79,6 +79,13 @@ static size_t ck_word_start(const chunker *c, size_t i, size_t hi)
     return hi;
 }
 
+static int ck_blank(const chunker *c, size_t a, size_t b)
+{
+    for (size_t i = a; i < b; i++)
+        if (!ck_space(c->doc->text[i])) return 0;
+    return 1;
+}
+
 /* ---- the heading path ---- */
 
 static void ck_set_heading(chunker *c, const rag_block *h)
@@ -303,6 +310,14 @@ static void ck_block(chunker *c, const rag_block *blk, const char *heading)
             }
             e = ck_char_next(c, pos, be); /* one character above max_tokens: it goes alone */
             n_cut = ck_count(c, c->start, e);
+        }
+        if (ck_blank(c, c->start, e)) {
+            /* only white space fits (a counter that charges for it, and a run of it longer
+             * than a chunk): no blank chunk, the run is skipped up to the next word */
+            while (e < be && ck_space(c->doc->text[e])) e++;
+            c->open = 0;
+            pos = e;
+            continue;
         }
         c->end = e;
         c->n_tokens = n_cut;

@@ -127,10 +127,12 @@ typedef struct rag_chunk_opts {
  * overlap_tokens of the previous one's end (cut at a word boundary; at most overlap_tokens;
  * inside a long run without spaces, such as CJK text, at a character boundary). Rows are
  * packed like paragraphs, under the table's title (the chunk's heading when no heading is in
- * force), without overlap. Every byte of every non-heading block is in some chunk; heading
- * texts are only in the heading paths, and a heading with nothing under it gives no chunk. No
- * chunk is empty or blank; only a single character that alone counts more than max_tokens
- * makes a chunk above it. count is called per block and per candidate cut on chunk-sized
+ * force), without overlap. Every byte of every non-heading block is in some chunk (except
+ * white space that fits in no chunk: a run of it that alone counts more than max_tokens, only
+ * possible with a counter that charges for white space); heading texts are only in the
+ * heading paths, and a heading with nothing under it gives no chunk. No chunk is empty or
+ * only white space; only a single character that alone counts more than max_tokens makes a
+ * chunk above it. count is called per block and per candidate cut on chunk-sized
  * texts (about 10-20 calls per chunk), never on a whole long block per cut. *out NULL and
  * *n_out 0 when there is nothing to chunk. DK_ERR_ARG for bad options (overlap_tokens not
  * below max_tokens / 2, unless 0). The caller frees with rag_chunks_free. */

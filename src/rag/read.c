@@ -165,7 +165,11 @@ static size_t rag_utf8_sequence(const unsigned char *s, size_t n)
     return len;
 }
 
-static int rag_is_control(unsigned char c) { return (c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f' && c != 0x1b) || c == 0x7f; }
+/* C0 controls and DEL, except tab, line ends, form feed and ESC (ANSI colours in logs) */
+static int rag_is_control(unsigned char c)
+{
+    return (c < 0x20 && c != '\t' && c != '\n' && c != '\r' && c != '\f' && c != 0x1b) || c == 0x7f;
+}
 
 /* The refusals of rag_read_file for text: binary, invalid UTF-8, a line too long. base is
  * the file offset of data[0], for the messages. */
@@ -331,7 +335,7 @@ static void rag_sql_ident(dk_buf *b, const char *s)
     dk_buf_putc(b, '"');
 }
 
-/* DuckDB's message as one line (its messages span lines, with a caret line under the SQL). */
+/* DuckDB's message as one line (its messages span lines, with the SQL and a caret under it). */
 static int rag_fail_duckdb(char *err, const char *what, const char *message)
 {
     dk_buf b = {0};
@@ -340,7 +344,8 @@ static int rag_fail_duckdb(char *err, const char *what, const char *message)
         const char *eol = strchr(p, '\n');
         size_t n = eol ? (size_t)(eol - p) : strlen(p);
         size_t blank = strspn(p, " ^");
-        if (n > 0 && blank < n) {
+        /* "LINE 1: SELECT ..." quotes our own query, which tells the user nothing */
+        if (n > 0 && blank < n && strncmp(p, "LINE ", 5) != 0) {
             if (b.len) dk_buf_putc(&b, ' ');
             dk_buf_append(&b, p, n);
         }

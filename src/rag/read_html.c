@@ -115,7 +115,15 @@ static size_t html_utf8_encode(uint32_t cp, char *out)
     return 4;
 }
 
-static int html_hex(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1; }
+static int html_hex(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int html_is_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
 
 /* The entity at s[i] == '&': its text into out (room for 4 bytes; *len) and the index after
  * it, or i when it is no entity (the "&" is then text). */
@@ -140,7 +148,7 @@ static size_t html_entity_at(const char *s, size_t n, size_t i, char *out, size_
         return j;
     }
     size_t k = j;
-    while (k < n && k - j < 10 && ((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0' && s[k] <= '9'))) k++;
+    while (k < n && k - j < 10 && html_is_alnum(s[k])) k++;
     if (k == j || k >= n || s[k] != ';') return i;
     for (size_t e = 0; e < sizeof html_entities / sizeof html_entities[0]; e++) {
         if (strlen(html_entities[e].name) == k - j && memcmp(html_entities[e].name, s + j, k - j) == 0) {
@@ -342,9 +350,7 @@ int rag_parse_html(rag_builder *b, const char *s, size_t n, int64_t base, char *
             int closing = i + 1 < n && s[i + 1] == '/';
             size_t name = i + 1 + (size_t)closing, name_end = name;
             if (name_end < n && html_is_alpha(s[name_end])) {
-                while (name_end < n && (html_is_alpha(s[name_end]) || (s[name_end] >= '0' && s[name_end] <= '9') ||
-                                        s[name_end] == '-' || s[name_end] == ':'))
-                    name_end++;
+                while (name_end < n && (html_is_alnum(s[name_end]) || s[name_end] == '-' || s[name_end] == ':')) name_end++;
                 i = html_tag(&h, name, name_end, closing);
             } else {
                 html_char(&h, "<", 1, i, i + 1); /* a "<" that starts no tag is text */

@@ -34,7 +34,11 @@ int rag_builder_finish(rag_builder *b, const char *kind, const char *title, cons
                        char *err);
 void rag_builder_free(rag_builder *b);
 
-static inline int rag_is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+/* ASCII white space, the bytes blocks are trimmed of */
+static inline int rag_is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 /* The parsers. data[0..n) is checked UTF-8 without NUL bytes and without a BOM; base is the
  * file offset of data[0] (3 after a stripped BOM), added to every loc. *title is NULL or a

@@ -113,7 +113,8 @@ static void md_append_inline(rag_builder *b, const char *s, size_t n, int depth,
     while (i < n) {
         if (s[i] == '[' && depth < MD_LINK_DEPTH) {
             size_t close = md_match(s, n, i, '[', ']', MD_LINK_TEXT_MAX);
-            size_t paren = close && close + 1 < n && s[close + 1] == '(' ? md_match(s, n, close + 1, '(', ')', MD_LINK_URL_MAX) : 0;
+            size_t paren = 0;
+            if (close && close + 1 < n && s[close + 1] == '(') paren = md_match(s, n, close + 1, '(', ')', MD_LINK_URL_MAX);
             if (paren) {
                 size_t lead = i > done && s[i - 1] == '!' ? 1 : 0; /* an image's "!" */
                 rag_builder_append_lf(b, s + done, i - lead - done);
