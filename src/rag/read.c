@@ -19,6 +19,7 @@
 #pragma GCC diagnostic pop
 
 #include "rag/read_internal.h"
+#include "sql/sql.h"
 
 #define RAG_DEFAULT_MAX_BYTES ((size_t)64 << 20)
 #define RAG_DEFAULT_MAX_LINE ((size_t)1 << 20)
@@ -313,44 +314,11 @@ int rag_read_buffer(const char *name, const char *data, size_t n, const rag_read
 
 /* ---- DuckDB ---- */
 
-/* Appends s as a SQL string literal ('it''s'). */
-static void rag_sql_literal(dk_buf *b, const char *s)
-{
-    dk_buf_putc(b, '\'');
-    for (; *s; s++) {
-        if (*s == '\'') dk_buf_putc(b, '\'');
-        dk_buf_putc(b, *s);
-    }
-    dk_buf_putc(b, '\'');
-}
-
-/* Appends s as a quoted identifier ("my ""table"""). */
-static void rag_sql_ident(dk_buf *b, const char *s)
-{
-    dk_buf_putc(b, '"');
-    for (; *s; s++) {
-        if (*s == '"') dk_buf_putc(b, '"');
-        dk_buf_putc(b, *s);
-    }
-    dk_buf_putc(b, '"');
-}
-
-/* DuckDB's message as one line (its messages span lines, with the SQL and a caret under it). */
+/* DuckDB's message as one line, after what it was about. */
 static int rag_fail_duckdb(char *err, const char *what, const char *message)
 {
     dk_buf b = {0};
-    const char *p = message ? message : "unknown DuckDB error";
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        size_t n = eol ? (size_t)(eol - p) : strlen(p);
-        size_t blank = strspn(p, " ^");
-        /* "LINE 1: SELECT ..." quotes our own query, which tells the user nothing */
-        if (n > 0 && blank < n && strncmp(p, "LINE ", 5) != 0) {
-            if (b.len) dk_buf_putc(&b, ' ');
-            dk_buf_append(&b, p, n);
-        }
-        p += n + (eol != NULL);
-    }
+    sql_error_line(message, 0, &b);
     int rc = dk_fail(err, DK_ERR_FORMAT, "%s: %s", what, b.data ? b.data : "unknown DuckDB error");
     dk_buf_free(&b);
     return rc;
@@ -532,7 +500,7 @@ static int rag_read_data_file(rag_kind kind, const char *path, const rag_read_li
     case RAG_KIND_JSON: dk_buf_puts(&source, "read_json_auto("), kind_name = "json"; break;
     default: dk_buf_puts(&source, "read_csv_auto("); break;
     }
-    rag_sql_literal(&source, path);
+    sql_put_literal(&source, path);
     dk_buf_puts(&source, kind == RAG_KIND_TSV ? ", delim = '\t')" : ")");
     rag_builder b = {0};
     if (source.failed) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
@@ -576,7 +544,7 @@ int rag_read_table(const char *db_path, const char *table, const rag_read_limits
     dk_buf sql = {0};
     dk_buf_puts(&sql, "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
                       "AND table_schema = 'main' AND table_name = ");
-    rag_sql_literal(&sql, table);
+    sql_put_literal(&sql, table);
     duckdb_result r;
     rc = sql.failed ? dk_fail(err, DK_ERR_NOMEM, "out of memory") : rag_duck_query(&d, sql.data, table, &r, err);
     dk_buf_free(&sql);
@@ -588,7 +556,7 @@ int rag_read_table(const char *db_path, const char *table, const rag_read_limits
     rag_builder b = {0};
     if (rc == DK_OK) {
         dk_buf source = {0};
-        rag_sql_ident(&source, table);
+        sql_put_ident(&source, table);
         rc = source.failed ? dk_fail(err, DK_ERR_NOMEM, "out of memory")
                            : rag_duck_rows(&d, source.data, table, l.max_rows, &b, err);
         dk_buf_free(&source);

@@ -60,44 +60,12 @@ struct sql_result {
 
 /* ---- small helpers ---- */
 
-/* Appends s as a SQL string literal ('it''s'). */
-static void sql_buf_literal(dk_buf *b, const char *s)
-{
-    dk_buf_putc(b, '\'');
-    for (; *s; s++) {
-        if (*s == '\'') dk_buf_putc(b, '\'');
-        dk_buf_putc(b, *s);
-    }
-    dk_buf_putc(b, '\'');
-}
-
-/* Appends s as a quoted identifier ("my ""table"""). */
-static void sql_buf_ident(dk_buf *b, const char *s)
-{
-    dk_buf_putc(b, '"');
-    for (; *s; s++) {
-        if (*s == '"') dk_buf_putc(b, '"');
-        dk_buf_putc(b, *s);
-    }
-    dk_buf_putc(b, '"');
-}
-
 /* Fails with DuckDB's message made one line: lines joined with spaces, the caret line
  * under "LINE 1: ..." dropped (its column is meaningless once joined). */
 static int sql_fail_duckdb(char *err, const char *message)
 {
     dk_buf b = {0};
-    const char *p = message ? message : "unknown DuckDB error";
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        size_t n = eol ? (size_t)(eol - p) : strlen(p);
-        size_t blank = strspn(p, " ^");
-        if (n > 0 && blank < n) {
-            if (b.len) dk_buf_putc(&b, ' ');
-            dk_buf_append(&b, p, n);
-        }
-        p += n + (eol != NULL);
-    }
+    sql_error_line(message, 1, &b);
     int rc = dk_fail(err, DK_ERR_FORMAT, "%s", b.data ? b.data : "unknown DuckDB error");
     dk_buf_free(&b);
     return rc;
@@ -124,7 +92,7 @@ static int sql_db_seal(sql_db *db, char *err)
     dk_buf_puts(&b, "SET allowed_paths = [");
     for (size_t i = 0; i < db->n_view_files; i++) {
         if (i) dk_buf_puts(&b, ", ");
-        sql_buf_literal(&b, db->view_files[i]);
+        sql_put_literal(&b, db->view_files[i]);
     }
     dk_buf_puts(&b, "]");
     if (b.failed) return dk_fail(err, DK_ERR_NOMEM, "out of memory");
@@ -243,9 +211,9 @@ int sql_db_add_file_view(sql_db *db, const char *file, const char *view_name, ch
     db->view_files = files;
     dk_buf b = {0};
     dk_buf_puts(&b, "CREATE VIEW ");
-    sql_buf_ident(&b, view_name);
+    sql_put_ident(&b, view_name);
     dk_buf_printf(&b, " AS SELECT * FROM %s(", reader);
-    sql_buf_literal(&b, owned);
+    sql_put_literal(&b, owned);
     dk_buf_puts(&b, ")");
     int rc = b.failed ? dk_fail(err, DK_ERR_NOMEM, "out of memory") : sql_exec_internal(db, b.data, err);
     dk_buf_free(&b);

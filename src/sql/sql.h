@@ -278,4 +278,14 @@ typedef struct sql_functions_stats {
 /* Counts since registration. Thread-safe. */
 void sql_functions_get_stats(sql_functions *fns, sql_functions_stats *out);
 
+/* ---- SQL text for other modules that talk to DuckDB (sql_describe.c) ---- */
+
+/* Appends s as a SQL string literal ('it''s') / a quoted identifier ("my ""col"""). */
+void sql_put_literal(dk_buf *b, const char *s);
+void sql_put_ident(dk_buf *b, const char *s);
+
+/* Appends DuckDB's error message (NULL: "unknown DuckDB error") as one line: its lines joined
+ * with spaces, the caret lines dropped, and with keep_query 0 also the "LINE n: ..." lines that
+ * quote the statement (useful to a model repairing its own SQL, noise in any other message). */
+void sql_error_line(const char *message, int keep_query, dk_buf *out);
 #endif

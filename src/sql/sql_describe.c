@@ -5,7 +5,8 @@
  * Everything is read through sql_query, i.e. through the same read-only guard as user SQL,
  * from DuckDB's catalog functions duckdb_tables(), duckdb_views(), duckdb_columns() and
  * duckdb_constraints(). The table list and the relevance choice are shared with sql_grammar.c
- * through sql_internal.h.
+ * through sql_internal.h. Also the SQL-text helpers of sql.h (quoting, DuckDB's errors as one
+ * line) that this module and rag/ use.
  */
 #include "sql/sql_internal.h"
 
@@ -35,6 +36,23 @@ void sql_put_ident(dk_buf *b, const char *s)
         dk_buf_putc(b, *s);
     }
     dk_buf_putc(b, '"');
+}
+
+void sql_error_line(const char *message, int keep_query, dk_buf *out)
+{
+    const char *p = message ? message : "unknown DuckDB error";
+    size_t start = out->len;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        size_t blank = strspn(p, " ^");
+        if (n > 0 && blank < n && (keep_query || strncmp(p, "LINE ", 5) != 0)) {
+            if (out->len > start) dk_buf_putc(out, ' ');
+            dk_buf_append(out, p, n);
+        }
+        p += n + (eol != NULL);
+    }
+    if (out->len == start) dk_buf_puts(out, "unknown DuckDB error");
 }
 
 int sql_run_built(sql_db *db, dk_buf *b, size_t max_rows, sql_result **out, char *err)

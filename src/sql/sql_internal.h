@@ -33,9 +33,6 @@ void sql_tables_free(sql_table_info *tables, size_t n); /* NULL is fine */
  * May be called again with another max_tables. -1 when out of memory. */
 int sql_tables_choose(sql_table_info *tables, size_t n, const char *question, int max_tables);
 
-/* Appends s as a SQL string literal ('it''s') / a quoted identifier ("my ""col"""). */
-void sql_put_literal(dk_buf *b, const char *s);
-void sql_put_ident(dk_buf *b, const char *s);
 
 /* Runs an internal catalog query built in b (b is freed here, also on failure) with the
  * catalog timeout and max_rows kept. The caller frees *out with sql_result_free. */
