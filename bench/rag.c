@@ -2,9 +2,10 @@
  * bench/rag.c: what ingest and retrieval cost with a real-shaped embedding model. Writes a
  * corpus of D generated Markdown documents (sections of sentences drawn from a fixed word
  * list, so chunks have realistic lengths) into a temporary directory, ingests it into a fresh
- * store (chunks/s, the share of the time spent in the model), re-ingests it unchanged (which
- * must embed nothing), then runs Q searches of each mode (hybrid, vector, keyword) and prints
- * searches/s. Not a test: built as $(BUILD)/bench-rag.
+ * store (chunks/s, the share of the time spent in the model, and the model's tokens/s, which
+ * compare with llama-bench's pp on the same file), re-ingests it unchanged (which must embed
+ * nothing), then runs Q searches of each mode (hybrid, vector, keyword) and prints searches/s.
+ * Not a test: built as $(BUILD)/bench-rag.
  *
  *   build/bench-rag -m EMBED.gguf [-d DOCS (200)] [-q QUERIES (50)] [-c CHUNK_TOKENS (256)]
  *                   [-t THREADS]
@@ -132,8 +133,9 @@ int main(int argc, char **argv)
         goto done;
     }
     double dt = now_s() - t0;
-    printf("ingest   %d docs, %zu chunks (<= %d tokens): %.2f s, %.1f chunks/s, %.0f%% of it in the model\n", n_docs,
-           s.chunks, chunk_tokens, dt, s.chunks / dt, 100 * s.embed_ms / 1000 / dt);
+    printf("ingest   %d docs, %zu chunks (<= %d tokens): %.2f s, %.1f chunks/s, %.0f%% of it in the model"
+           " (%zu tokens, %.0f tokens/s)\n", n_docs, s.chunks, chunk_tokens, dt, s.chunks / dt, 100 * s.embed_ms / 1000 / dt,
+           s.embed_tokens, s.embed_tokens / (s.embed_ms / 1000));
     t0 = now_s();
     if (rag_ingest(st, paths, 1, &o, &s, err) != DK_OK) {
         fprintf(stderr, "bench-rag: %s\n", err);

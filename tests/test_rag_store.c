@@ -5,7 +5,8 @@
  * of the right sources; re-ingesting the unchanged corpus embeds nothing and an edited file
  * re-embeds only its changed chunks; filters (source, path glob, dates) hold; bad files are
  * skipped with their reasons; a cancelled ingest leaves the store as it was before the file
- * in progress; the persisted index is read back after a reopen and gives the same results.
+ * in progress; the persisted index is read back after a reopen and gives the same results; a
+ * cross-encoder reorders the candidates by its own scores.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/base.h"
+#include "convert/convert.h"
 #include "engine/engine.h"
 #include "rag/rag.h"
 #include "rag/store_internal.h"
@@ -539,5 +541,66 @@ TEST(rag_store, duckdb_tables_and_bad_stores)
     rag_ingest_opts o = {.embedder = m, .model_name = "bert-tiny"};
     CHECK(rag_ingest(st, all, 1, &o, NULL, err) == DK_ERR_ARG);
     rag_store_close(st);
+    engine_model_free(m);
+}
+
+/* A cross-encoder reorders the fused candidates by its own scores. */
+TEST(rag_store, rerank_orders_by_the_cross_encoder)
+{
+    engine_model *m = load_bert();
+    REQUIRE(m);
+    char dir[1024], store_path[1200], err[DK_ERRLEN], vocab[1024], rr_path[1200];
+    fresh_dir(dir, sizeof dir, "rag_corpus7");
+    write_corpus(dir);
+    snprintf(rr_path, sizeof rr_path, "%s/reranker.F32.gguf", dir);
+    test_kit_file(vocab, sizeof vocab, "tokenizer/ggml-vocab-bert-bge.gguf");
+    convert_synth_opts so_synth = {.preset = "bert-reranker-tiny", .quant = "F32", .out_path = rr_path, .seed = 7, .vocab_from = vocab};
+    REQUIRE_MSG(convert_synth(&so_synth, NULL, err) == DK_OK, "synth: %s", err);
+    engine_load_params lp;
+    engine_load_params_default(&lp);
+    engine_model *rr = NULL;
+    REQUIRE_MSG(engine_model_load(&rr, rr_path, &lp, err) == DK_OK, "%s", err);
+    snprintf(store_path, sizeof store_path, "%s/store.duckdb", dir);
+    rag_store *st = NULL;
+    REQUIRE(rag_store_open(&st, store_path, true, err) == DK_OK);
+    const char *paths[] = {dir};
+    skips sk = {0};
+    REQUIRE(ingest(st, m, paths, 1, NULL, &sk) == DK_OK);
+
+    const char *query = "what do falcons eat";
+    rag_search_opts so = {.k = 3, .mode = RAG_MODE_HYBRID, .reranker = rr, .candidates = 50};
+    rag_results *r = NULL;
+    REQUIRE_MSG(rag_search(st, m, query, &so, &r, err) == DK_OK, "%s", err);
+    size_t n = rag_results_count(r);
+    CHECK_EQ_INT(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        const rag_passage *p = rag_results_get(r, i);
+        if (i) CHECK(p->score <= rag_results_get(r, i - 1)->score);
+        /* the score is the cross-encoder's own for (query, heading + text) */
+        dk_buf doc = {0};
+        if (p->heading[0]) dk_buf_printf(&doc, "%s\n\n", p->heading);
+        dk_buf_puts(&doc, p->text);
+        const char *docs[1] = {doc.data};
+        float score = 0;
+        REQUIRE(engine_rerank(rr, query, docs, 1, &score, err) == DK_OK);
+        CHECK_NEAR(p->score, score, 1e-4);
+        dk_buf_free(&doc);
+    }
+    rag_results_free(r);
+    /* No better passage was left out: every candidate scores at most the third one. */
+    rag_search_opts all = {.k = 50, .mode = RAG_MODE_HYBRID, .reranker = rr, .candidates = 50};
+    REQUIRE(rag_search(st, m, query, &all, &r, err) == DK_OK);
+    REQUIRE(rag_results_count(r) >= 3);
+    rag_results *top = NULL;
+    REQUIRE(rag_search(st, m, query, &so, &top, err) == DK_OK);
+    for (size_t i = 0; i < 3; i++) CHECK(rag_results_get(r, i)->chunk_id == rag_results_get(top, i)->chunk_id);
+    rag_results_free(top);
+    rag_results_free(r);
+    /* An embedding model is no reranker. */
+    so.reranker = m;
+    CHECK(rag_search(st, m, query, &so, &r, err) == DK_ERR_ARG);
+    CHECK(strstr(err, "reranker") != NULL);
+    rag_store_close(st);
+    engine_model_free(rr);
     engine_model_free(m);
 }

@@ -296,6 +296,18 @@ TEST(rerank, http_api_and_v1)
     char kit_bert[512], kit_stories[512];
     test_kit_file(kit_bert, sizeof kit_bert, BERT);
     test_kit_file(kit_stories, sizeof kit_stories, STORIES);
+    /* /api/show tells a cross-encoder from an embedding model */
+    const char *const show_models[2] = {path, kit_bert};
+    const char *const show_caps[2] = {"rerank", "embedding"};
+    for (int i = 0; i < 2; i++) {
+        json_t *r = POST_JSON(s, "/api/show", json_pack("{s:s}", "model", show_models[i]), 200);
+        if (r) {
+            json_t *caps = json_object_get(r, "capabilities");
+            CHECK_EQ_INT(json_array_size(caps), 1);
+            CHECK_EQ_STR(json_string_value(json_array_get(caps, 0)), show_caps[i]);
+        }
+        json_decref(r);
+    }
     dk_buf many = {0};
     dk_buf_puts(&many, "[");
     for (int i = 0; i <= 1000; i++) dk_buf_puts(&many, i ? ",\"d\"" : "\"d\"");

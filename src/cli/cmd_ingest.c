@@ -69,11 +69,11 @@ static void ui_done(const ingest_ui *ui)
 static int print_stats(const rag_ingest_stats *st, const rag_store *store, double seconds, bool as_json)
 {
     if (as_json) {
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I}", "files", (json_int_t)st->files, "added",
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:I,s:I}", "files", (json_int_t)st->files, "added",
                               (json_int_t)st->added, "updated", (json_int_t)st->updated, "unchanged",
                               (json_int_t)st->unchanged, "skipped", (json_int_t)st->skipped, "chunks",
                               (json_int_t)st->chunks, "embedded", (json_int_t)st->embedded, "reused",
-                              (json_int_t)st->reused, "embed_ms", st->embed_ms, "seconds", seconds, "store_sources",
+                              (json_int_t)st->reused, "embed_tokens", (json_int_t)st->embed_tokens, "embed_ms", st->embed_ms, "seconds", seconds, "store_sources",
                               (json_int_t)rag_store_n_sources(store), "store_chunks", (json_int_t)rag_store_n_chunks(store));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);

@@ -436,8 +436,10 @@ static int pending_embed(ingest_ctx *c, pending *p, const old_vectors *old, char
         }
         if (nb) {
             uint64_t t0 = dk_now_ns();
-            rc = engine_embed_batch(c->opts->embedder, batch, nb, true, 0, out, NULL, err);
+            size_t n_tokens = 0;
+            rc = engine_embed_batch(c->opts->embedder, batch, nb, true, 0, out, &n_tokens, err);
             c->stats->embed_ms += (double)(dk_now_ns() - t0) / 1e6;
+            c->stats->embed_tokens += n_tokens;
             if (rc != DK_OK) break;
             for (size_t j = 0; j < nb; j++) memcpy(p->x + where[j] * dim, out + j * dim, dim * sizeof(float));
             c->stats->embedded += nb;

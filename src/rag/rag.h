@@ -193,6 +193,7 @@ typedef struct rag_ingest_stats {
     size_t chunks;           /* chunks written */
     size_t embedded;         /* chunks that went through the model */
     size_t reused;           /* chunks whose text hash was already in the store: vector kept */
+    size_t embed_tokens;     /* tokens the model evaluated for them (special tokens included) */
     double embed_ms;         /* time in the model */
 } rag_ingest_stats;
 

@@ -184,9 +184,11 @@ static char *parameters_text(const json_t *params)
     return b.data ? dk_buf_detach(&b) : dk_strdup("");
 }
 
-static json_t *capabilities_json(const char *arch, const char *template_text)
+/* What a model can do: a bert with a classification head (cls.output.weight) is a
+ * cross-encoder for /api/rerank, any other bert an embedding model. */
+static json_t *capabilities_json(const gguf_file *f, const char *arch, const char *template_text)
 {
-    if (strstr(arch, "bert")) return json_pack("[s]", "embedding");
+    if (strstr(arch, "bert")) return json_pack("[s]", gguf_find_tensor(f, "cls.output.weight") ? "rerank" : "embedding");
     json_t *caps = json_pack("[s]", "completion");
     if (caps && template_text && strstr(template_text, "tools")) json_array_append_new(caps, json_string("tools"));
     if (caps && template_text && strstr(template_text, "<think>")) json_array_append_new(caps, json_string("thinking"));
@@ -261,7 +263,7 @@ void srv_api_show(srv_request *rq)
                             "modelfile", modelfile ? modelfile : "", "parameters", parameters ? parameters : "",
                             "template", template_text ? template_text : "", "system", m->system ? m->system : "",
                             "details", srv_model_details(m, NULL), "model_info", model_info_json(f, &s, verbose),
-                            "capabilities", capabilities_json(s.arch, template_text), "modified_at", when);
+                            "capabilities", capabilities_json(f, s.arch, template_text), "modified_at", when);
     if (out && json_is_array(m->messages)) json_object_set(out, "messages", m->messages);
     dk_free(modelfile);
     dk_free(parameters);
