@@ -452,6 +452,22 @@ TEST(rag_read, csv_and_tsv_rows)
     rag_doc_free(doc);
 }
 
+/* DuckDB would read "g*.csv" as a glob that also matches "gx.csv": the reader must not. */
+TEST(rag_read, glob_characters_in_a_path_name_one_file)
+{
+    char err[DK_ERRLEN], other[600];
+    REQUIRE(write_file(other, sizeof other, "gx.csv", "k\nfrom-the-other-file\n", SIZE_MAX));
+    static const char *const names[] = {"g*.csv", "g?.csv", "g[x].csv"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        rag_doc *doc = read_written(names[i], "k\nfrom-this-file\n", SIZE_MAX, NULL, DK_OK, err);
+        REQUIRE(doc);
+        static const char *const rows[] = {"k: from-this-file"};
+        check_rows(doc, rows, 1);
+        CHECK_EQ_STR(doc->title, names[i]);
+        rag_doc_free(doc);
+    }
+}
+
 TEST(rag_read, json_rows_and_json_as_text)
 {
     char err[DK_ERRLEN];

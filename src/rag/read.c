@@ -8,9 +8,12 @@
  * Not for: chunking (chunk.c), storing or embedding anything (store.c, ingest.c).
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* duckdb.h declares a few `f()` functions without (void). */
 #pragma GCC diagnostic push
@@ -482,6 +485,51 @@ static int rag_read_text_file(rag_kind kind, const char *path, const rag_read_li
     return rc;
 }
 
+/* DuckDB's readers take a path as a glob pattern: "a*.csv" would also read "ab.csv". A path
+ * with a glob character is read through a link without one, "data.EXT" in a fresh directory
+ * under $TMPDIR (or /tmp); alias receives the path to read (path itself when it is plain) and
+ * dir the directory to remove afterwards ("" when none). */
+#define RAG_ALIAS_DIR_MAX 4096
+#define RAG_ALIAS_MAX (RAG_ALIAS_DIR_MAX + 64)
+
+static int rag_glob_safe_path(const char *path, char alias[RAG_ALIAS_MAX], char dir[RAG_ALIAS_DIR_MAX], char *err)
+{
+    dir[0] = '\0';
+    if (!strpbrk(path, "*?[]{}")) {
+        if (dk_strlcpy(alias, path, RAG_ALIAS_MAX) >= RAG_ALIAS_MAX) return dk_fail(err, DK_ERR_ARG, "path too long: %s", path);
+        return DK_OK;
+    }
+    const char *tmp = getenv("TMPDIR");
+    int n_dir = snprintf(dir, RAG_ALIAS_DIR_MAX, "%s/duckling-read-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (n_dir < 0 || n_dir >= RAG_ALIAS_DIR_MAX) {
+        dir[0] = '\0';
+        return dk_fail(err, DK_ERR_ARG, "$TMPDIR is too long");
+    }
+    const char *dot = strrchr(rag_basename(path), '.');
+    if (!dot || strlen(dot) > 16) dot = ""; /* the extension tells DuckDB the format */
+    char *target = realpath(path, NULL);
+    int rc = DK_OK;
+    if (!target) rc = dk_fail(err, DK_ERR_IO, "cannot resolve %s: %s", path, strerror(errno));
+    else if (!mkdtemp(dir)) rc = dk_fail(err, DK_ERR_IO, "cannot make a temporary directory: %s", strerror(errno));
+    else {
+        snprintf(alias, RAG_ALIAS_MAX, "%s/data%s", dir, dot);
+        if (symlink(target, alias) != 0) {
+            rc = dk_fail(err, DK_ERR_IO, "cannot link %s: %s", path, strerror(errno));
+            rmdir(dir);
+        }
+    }
+    if (rc != DK_OK) dir[0] = '\0';
+    free(target); /* realpath's malloc */
+    return rc;
+}
+
+static void rag_glob_safe_done(const char alias[RAG_ALIAS_MAX], const char dir[RAG_ALIAS_DIR_MAX])
+{
+    if (!dir[0]) return;
+    unlink(alias);
+    rmdir(dir);
+}
+
 /* A data file through DuckDB's readers; a JSON file they cannot read as rows is text. */
 static int rag_read_data_file(rag_kind kind, const char *path, const rag_read_limits *l, rag_doc **out, char *err)
 {
@@ -489,9 +537,14 @@ static int rag_read_data_file(rag_kind kind, const char *path, const rag_read_li
         int c = rag_first_char(path);
         if (c != '[' && c != '{') return rag_read_text_file(RAG_KIND_TEXT, path, l, out, err);
     }
-    rag_duck d;
-    int rc = rag_duck_open(&d, NULL, err);
+    char alias[RAG_ALIAS_MAX], dir[RAG_ALIAS_DIR_MAX];
+    int rc = rag_glob_safe_path(path, alias, dir, err);
     if (rc) return rc;
+    rag_duck d;
+    if ((rc = rag_duck_open(&d, NULL, err)) != DK_OK) {
+        rag_glob_safe_done(alias, dir);
+        return rc;
+    }
     dk_buf source = {0};
     const char *kind_name = "csv";
     switch (kind) {
@@ -500,13 +553,14 @@ static int rag_read_data_file(rag_kind kind, const char *path, const rag_read_li
     case RAG_KIND_JSON: dk_buf_puts(&source, "read_json_auto("), kind_name = "json"; break;
     default: dk_buf_puts(&source, "read_csv_auto("); break;
     }
-    sql_put_literal(&source, path);
+    sql_put_literal(&source, alias);
     dk_buf_puts(&source, kind == RAG_KIND_TSV ? ", delim = '\t')" : ")");
     rag_builder b = {0};
     if (source.failed) rc = dk_fail(err, DK_ERR_NOMEM, "out of memory");
     else rc = rag_duck_rows(&d, source.data, rag_basename(path), l->max_rows, &b, err);
     dk_buf_free(&source);
     rag_duck_close(&d);
+    rag_glob_safe_done(alias, dir);
     if (rc == DK_ERR_FORMAT && kind == RAG_KIND_JSON) {
         rag_builder_free(&b);
         return rag_read_text_file(RAG_KIND_TEXT, path, l, out, err);
