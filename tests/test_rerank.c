@@ -8,6 +8,7 @@
  * 4xx errors for bad requests, unknown models and models that are not rerankers.
  */
 #include "test.h"
+#include "test_serve.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -174,29 +175,7 @@ TEST(rerank, packing_truncation_and_refusals)
 
 /* ---- HTTP ---- */
 
-static srv *server_up(void)
-{
-    char err[DK_ERRLEN], dir[512];
-    srv_config c;
-    if (srv_config_default(&c, err) != DK_OK) {
-        test_fail_at(__FILE__, __LINE__, "config: %s", err);
-        return NULL;
-    }
-    snprintf(dir, sizeof dir, "%s/rerank_models", test_tmpdir());
-    dk_strlcpy(c.host, "127.0.0.1", sizeof c.host);
-    c.port = 0;
-    c.models_dir = dir;
-    c.ollama_dir = "";
-    c.n_threads = 1;
-    c.num_parallel = 2;
-    c.quiet = true;
-    srv *s = NULL;
-    if (srv_start(&s, &c, err) != DK_OK) {
-        test_fail_at(__FILE__, __LINE__, "srv_start: %s", err);
-        return NULL;
-    }
-    return s;
-}
+static srv *server_up(void) { return test_server_up("rerank_models"); }
 
 static size_t on_body(char *p, size_t size, size_t n, void *user)
 {

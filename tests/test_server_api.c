@@ -11,6 +11,7 @@
  */
 #include "kit_vocab.h"
 #include "test.h"
+#include "test_serve.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -437,29 +438,7 @@ TEST(server_api, base64_floats)
 #define STORIES "forward/stories260K/stories260K.F32.gguf"
 #define BERT "forward/bert-tiny/bert-tiny.F32.gguf"
 
-static srv *server_up(void)
-{
-    char err[DK_ERRLEN], dir[512];
-    srv_config c;
-    if (srv_config_default(&c, err) != DK_OK) {
-        test_fail_at(__FILE__, __LINE__, "config: %s", err);
-        return NULL;
-    }
-    snprintf(dir, sizeof dir, "%s/server_api_models", test_tmpdir());
-    dk_strlcpy(c.host, "127.0.0.1", sizeof c.host);
-    c.port = 0;
-    c.models_dir = dir;
-    c.ollama_dir = "";
-    c.n_threads = 1;
-    c.num_parallel = 2;
-    c.quiet = true;
-    srv *s = NULL;
-    if (srv_start(&s, &c, err) != DK_OK) {
-        test_fail_at(__FILE__, __LINE__, "srv_start: %s", err);
-        return NULL;
-    }
-    return s;
-}
+static srv *server_up(void) { return test_server_up("server_api_models"); }
 
 typedef struct http_reply {
     long status;

@@ -10,7 +10,8 @@
  * the new generation and saved (store.c).
  *
  * Why the hash of a source is of its bytes: it is checked before anything is parsed, so an
- * unchanged corpus costs one read and one hash per file. Tables are hashed after rendering
+ * unchanged corpus costs one read and one hash per file (and a changed text, Markdown or HTML
+ * file is parsed from those same bytes). Tables are hashed after rendering
  * (their bytes on disk change with every checkpoint).
  *
  * Not for: the formats themselves (read.c), chunk boundaries (chunk.c), the index (store.c).
@@ -106,10 +107,10 @@ typedef struct ingest_walk {
     const char *store_path;
 } ingest_walk;
 
-static void ingest_skip(const ingest_walk *w, const char *path, const char *why)
+static void ingest_skip(const rag_ingest_opts *opts, rag_ingest_stats *stats, const char *path, const char *why)
 {
-    w->stats->skipped++;
-    if (w->opts->on_skip) w->opts->on_skip(w->opts->ud, path, why);
+    stats->skipped++;
+    if (opts->on_skip) opts->on_skip(opts->ud, path, why);
 }
 
 static int ingest_add_path(ingest_walk *w, const char *path, int depth, char *err);
@@ -120,7 +121,7 @@ static int ingest_add_tables(ingest_walk *w, const char *path, char *err)
     char **tables = NULL;
     char lerr[DK_ERRLEN];
     if (rag_list_tables(path, &tables, lerr) != DK_OK) {
-        ingest_skip(w, path, lerr);
+        ingest_skip(w->opts, w->stats, path, lerr);
         return DK_OK;
     }
     int rc = DK_OK;
@@ -132,12 +133,12 @@ static int ingest_add_tables(ingest_walk *w, const char *path, char *err)
 static int ingest_add_dir(ingest_walk *w, const char *path, int depth, char *err)
 {
     if (depth >= INGEST_MAX_DEPTH) {
-        ingest_skip(w, path, "directories nested too deep");
+        ingest_skip(w->opts, w->stats, path, "directories nested too deep");
         return DK_OK;
     }
     DIR *d = opendir(path);
     if (!d) {
-        ingest_skip(w, path, "cannot open the directory");
+        ingest_skip(w->opts, w->stats, path, "cannot open the directory");
         return DK_OK;
     }
     char **names = NULL;
@@ -219,12 +220,12 @@ static int ingest_add_path(ingest_walk *w, const char *path, int depth, char *er
             dk_free(file);
             return rc;
         }
-        ingest_skip(w, path, "no such file or directory");
+        ingest_skip(w->opts, w->stats, path, "no such file or directory");
         return DK_OK;
     }
     if (S_ISDIR(st.st_mode)) return ingest_add_dir(w, path, depth, err);
     if (!S_ISREG(st.st_mode)) {
-        ingest_skip(w, path, "not a regular file");
+        ingest_skip(w->opts, w->stats, path, "not a regular file");
         return DK_OK;
     }
     if (ingest_is_store_file(w, path)) return DK_OK; /* the store itself, met in a walk */
@@ -252,25 +253,21 @@ static int ingest_find_source(rag_store *s, const char *path, stored_source *out
 {
     memset(out, 0, sizeof *out);
     duckdb_prepared_statement st;
-    if (duckdb_prepare(s->con, "SELECT id, hash FROM sources WHERE path = $1", &st) == DuckDBError) {
-        int rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_prepare_error(st));
-        duckdb_destroy_prepare(&st);
-        return rc;
-    }
+    int rc = rag_store_prepare(s, "SELECT id, hash FROM sources WHERE path = $1", &st, err);
+    if (rc != DK_OK) return rc;
     duckdb_bind_varchar(st, 1, path);
     duckdb_result res;
-    int rc = DK_OK;
-    if (duckdb_execute_prepared(st, &res) == DuckDBError) {
-        rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_result_error(&res));
-    } else if (duckdb_row_count(&res) > 0) {
+    rc = rag_store_run(st, &res, err);
+    duckdb_destroy_prepare(&st);
+    if (rc != DK_OK) return rc;
+    if (duckdb_row_count(&res) > 0) {
         out->id = duckdb_value_int64(&res, 0, 0);
         char *h = duckdb_value_varchar(&res, 1, 0);
         if (h) dk_strlcpy(out->hash, h, sizeof out->hash);
         duckdb_free(h);
     }
     duckdb_destroy_result(&res);
-    duckdb_destroy_prepare(&st);
-    return rc;
+    return DK_OK;
 }
 
 static size_t ingest_count_tokens(void *ud, const char *text, size_t n)
@@ -482,15 +479,6 @@ static int ingest_check_model(rag_store *s, const rag_ingest_opts *o, char *err)
 
 /* ---- writing one source's transaction ---- */
 
-static int64_t ingest_scalar(rag_store *s, const char *sql)
-{
-    duckdb_result res;
-    int64_t v = -1;
-    if (duckdb_query(s->con, sql, &res) != DuckDBError && duckdb_row_count(&res) > 0) v = duckdb_value_int64(&res, 0, 0);
-    duckdb_destroy_result(&res);
-    return v;
-}
-
 typedef struct source_row {
     const char *path, *kind, *title, *hash;
     int64_t bytes, mtime;
@@ -504,11 +492,8 @@ static int ingest_write_source(rag_store *s, int64_t id, bool exists, const sour
           " ingested_at = now()::TIMESTAMP, n_chunks = $7 WHERE id = $1"
         : "INSERT INTO sources VALUES ($1, $8, $2, $3, $4, $5, to_timestamp($6)::TIMESTAMP, now()::TIMESTAMP, $7)";
     duckdb_prepared_statement st;
-    if (duckdb_prepare(s->con, sql, &st) == DuckDBError) {
-        int rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_prepare_error(st));
-        duckdb_destroy_prepare(&st);
-        return rc;
-    }
+    int rc = rag_store_prepare(s, sql, &st, err);
+    if (rc != DK_OK) return rc;
     duckdb_bind_int64(st, 1, id);
     duckdb_bind_varchar(st, 2, r->kind);
     if (r->title) duckdb_bind_varchar(st, 3, r->title);
@@ -519,10 +504,9 @@ static int ingest_write_source(rag_store *s, int64_t id, bool exists, const sour
     duckdb_bind_int64(st, 7, (int64_t)r->n_chunks);
     if (!exists) duckdb_bind_varchar(st, 8, r->path);
     duckdb_result res;
-    int rc = DK_OK;
-    if (duckdb_execute_prepared(st, &res) == DuckDBError) rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_result_error(&res));
-    duckdb_destroy_result(&res);
+    rc = rag_store_run(st, &res, err);
     duckdb_destroy_prepare(&st);
+    if (rc == DK_OK) duckdb_destroy_result(&res);
     return rc;
 }
 
@@ -611,10 +595,10 @@ static int ingest_commit_source(ingest_ctx *c, const stored_source *old, const s
                                 const rag_chunk *chunks, const pending *p, char *err)
 {
     rag_store *s = c->s;
-    int64_t source_id = old->id ? old->id : ingest_scalar(s, "SELECT coalesce(max(id), 0) + 1 FROM sources");
+    int64_t source_id = old->id ? old->id : rag_store_scalar(s, "SELECT coalesce(max(id), 0) + 1 FROM sources");
     /* New ids above every id ever in the table at this point, deleted ones included, so a
      * chunk id is never reused within the transaction. */
-    int64_t first_id = ingest_scalar(s, "SELECT coalesce(max(id), 0) + 1 FROM chunks");
+    int64_t first_id = rag_store_scalar(s, "SELECT coalesce(max(id), 0) + 1 FROM chunks");
     if (source_id < 1 || first_id < 1) return dk_fail(err, DK_ERR_IO, "store: cannot number the new rows");
     int rc = rag_store_exec(s, "BEGIN TRANSACTION", err);
     if (rc != DK_OK) return rc;
@@ -635,23 +619,22 @@ static int ingest_commit_source(ingest_ctx *c, const stored_source *old, const s
     return rag_store_meta_load(s, err);
 }
 
-/* Reads a source's document; on a bad file fills why and returns DK_ERR_FORMAT. */
-static int ingest_read(const ingest_source *src, rag_doc **doc, char *why)
+/* The file's bytes (*data, caller frees) and their hash, before anything is parsed; a
+ * DK_ERR_* with why for an unreadable file. */
+static int ingest_load_file(const char *file, char **data, size_t *len, char hex[65], char *why)
 {
-    if (src->table) return rag_read_table(src->file, src->table, NULL, doc, why);
-    return rag_read_file(src->file, NULL, doc, why);
+    int rc = dk_file_read(file, (size_t)64 << 20, data, len, why);
+    if (rc == DK_OK) rc = ingest_sha256(*data ? *data : "", *len, hex, why);
+    return rc;
 }
 
-/* The file's bytes hashed (without parsing); DK_ERR_* with why for an unreadable file. */
-static int ingest_hash_file(const char *file, char hex[65], int64_t *bytes, char *why)
+/* Reads a source's document: text, Markdown and HTML from the bytes already loaded (data),
+ * data files through DuckDB, tables from their database. On a bad source fills why. */
+static int ingest_read(const ingest_source *src, const char *data, size_t len, rag_doc **doc, char *why)
 {
-    char *data = NULL;
-    size_t len = 0;
-    int rc = dk_file_read(file, (size_t)64 << 20, &data, &len, why);
-    if (rc == DK_OK) rc = ingest_sha256(data ? data : "", len, hex, why);
-    *bytes = (int64_t)len;
-    dk_free(data);
-    return rc;
+    if (src->table) return rag_read_table(src->file, src->table, NULL, doc, why);
+    int rc = rag_read_buffer(src->file, data, len, NULL, doc, why);
+    return rc == DK_ERR_UNSUPPORTED ? rag_read_file(src->file, NULL, doc, why) : rc;
 }
 
 static int ingest_one(ingest_ctx *c, const ingest_source *src, char *err)
@@ -663,24 +646,26 @@ static int ingest_one(ingest_ctx *c, const ingest_source *src, char *err)
     struct stat st;
     int64_t mtime = stat(src->file, &st) == 0 ? (int64_t)st.st_mtime : 0;
     char hash[65] = "", why[DK_ERRLEN];
-    int64_t bytes = 0;
+    char *data = NULL;
+    size_t len = 0;
     if (!src->table) {
-        if (ingest_hash_file(src->file, hash, &bytes, why) != DK_OK) {
-            c->stats->skipped++;
-            if (c->opts->on_skip) c->opts->on_skip(c->opts->ud, src->path, why);
-            return DK_OK;
-        }
-        if (old.id && strcmp(old.hash, hash) == 0) {
-            c->stats->unchanged++;
+        int lrc = ingest_load_file(src->file, &data, &len, hash, why);
+        bool unchanged = lrc == DK_OK && old.id && strcmp(old.hash, hash) == 0;
+        if (lrc != DK_OK) ingest_skip(c->opts, c->stats, src->path, why);
+        else if (unchanged) c->stats->unchanged++;
+        if (lrc != DK_OK || unchanged) {
+            dk_free(data);
             return DK_OK;
         }
     }
     rag_doc *doc = NULL;
-    if (ingest_read(src, &doc, why) != DK_OK) {
-        c->stats->skipped++;
-        if (c->opts->on_skip) c->opts->on_skip(c->opts->ud, src->path, why);
+    int read_rc = ingest_read(src, data, len, &doc, why);
+    dk_free(data);
+    if (read_rc != DK_OK) {
+        ingest_skip(c->opts, c->stats, src->path, why);
         return DK_OK;
     }
+    int64_t bytes = (int64_t)len;
     if (src->table) {
         bytes = (int64_t)doc->text_len;
         if ((rc = ingest_sha256(doc->text, doc->text_len, hash, err)) != DK_OK) goto done_doc;

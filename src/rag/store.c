@@ -40,8 +40,7 @@ int rag_store_exec(rag_store *s, const char *sql, char *err)
     return DK_OK;
 }
 
-/* Prepares sql; DuckDB's error as DK_ERR_IO. */
-static int store_prepare(rag_store *s, const char *sql, duckdb_prepared_statement *out, char *err)
+int rag_store_prepare(rag_store *s, const char *sql, duckdb_prepared_statement *out, char *err)
 {
     if (duckdb_prepare(s->con, sql, out) == DuckDBError) {
         int rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_prepare_error(*out));
@@ -51,8 +50,7 @@ static int store_prepare(rag_store *s, const char *sql, duckdb_prepared_statemen
     return DK_OK;
 }
 
-/* Executes a prepared statement into *res (destroyed by the caller on success). */
-static int store_run(duckdb_prepared_statement st, duckdb_result *res, char *err)
+int rag_store_run(duckdb_prepared_statement st, duckdb_result *res, char *err)
 {
     if (duckdb_execute_prepared(st, res) == DuckDBError) {
         int rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_result_error(res));
@@ -66,11 +64,11 @@ int rag_store_meta_get(rag_store *s, const char *key, char **out, char *err)
 {
     *out = NULL;
     duckdb_prepared_statement st;
-    int rc = store_prepare(s, "SELECT value FROM dk_meta WHERE key = $1", &st, err);
+    int rc = rag_store_prepare(s, "SELECT value FROM dk_meta WHERE key = $1", &st, err);
     if (rc != DK_OK) return rc;
     duckdb_bind_varchar(st, 1, key);
     duckdb_result res;
-    rc = store_run(st, &res, err);
+    rc = rag_store_run(st, &res, err);
     duckdb_destroy_prepare(&st);
     if (rc != DK_OK) return rc;
     if (duckdb_row_count(&res) > 0 && !duckdb_value_is_null(&res, 0, 0)) {
@@ -86,12 +84,12 @@ int rag_store_meta_get(rag_store *s, const char *key, char **out, char *err)
 int rag_store_meta_set(rag_store *s, const char *key, const char *value, char *err)
 {
     duckdb_prepared_statement st;
-    int rc = store_prepare(s, "INSERT OR REPLACE INTO dk_meta VALUES ($1, $2)", &st, err);
+    int rc = rag_store_prepare(s, "INSERT OR REPLACE INTO dk_meta VALUES ($1, $2)", &st, err);
     if (rc != DK_OK) return rc;
     duckdb_bind_varchar(st, 1, key);
     duckdb_bind_varchar(st, 2, value);
     duckdb_result res;
-    rc = store_run(st, &res, err);
+    rc = rag_store_run(st, &res, err);
     duckdb_destroy_prepare(&st);
     if (rc == DK_OK) duckdb_destroy_result(&res);
     return rc;
@@ -125,8 +123,6 @@ static int store_create_tables(rag_store *s, char *err)
 {
     static const char *const ddl[] = {
         "CREATE TABLE IF NOT EXISTS dk_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-        "CREATE SEQUENCE IF NOT EXISTS dk_source_ids START 1",
-        "CREATE SEQUENCE IF NOT EXISTS dk_chunk_ids START 1",
         "CREATE TABLE IF NOT EXISTS sources (id BIGINT PRIMARY KEY, path VARCHAR NOT NULL UNIQUE, kind VARCHAR,"
         " title VARCHAR, hash VARCHAR, bytes BIGINT, mtime TIMESTAMP, ingested_at TIMESTAMP, n_chunks INTEGER)",
         "CREATE TABLE IF NOT EXISTS dk_index (name VARCHAR PRIMARY KEY, generation BIGINT, data BLOB)",
@@ -239,15 +235,18 @@ void rag_store_close(rag_store *s)
 const char *rag_store_embed_model(const rag_store *s) { return s->embed_model; }
 size_t rag_store_dim(const rag_store *s) { return s->dim; }
 
-static size_t store_count(const rag_store *s, const char *sql)
+int64_t rag_store_scalar(const rag_store *s, const char *sql)
 {
     duckdb_result res;
-    if (duckdb_query(s->con, sql, &res) == DuckDBError) {
-        duckdb_destroy_result(&res);
-        return 0;
-    }
-    int64_t n = duckdb_value_int64(&res, 0, 0);
+    int64_t v = -1;
+    if (duckdb_query(s->con, sql, &res) != DuckDBError && duckdb_row_count(&res) > 0) v = duckdb_value_int64(&res, 0, 0);
     duckdb_destroy_result(&res);
+    return v;
+}
+
+static size_t store_count(const rag_store *s, const char *sql)
+{
+    int64_t n = rag_store_scalar(s, sql);
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -287,35 +286,45 @@ static int store_take_chunk(duckdb_data_chunk chunk, dk_buf *ids, rag_vectors *v
     return rag_vectors_add(v, x, n, err);
 }
 
-/* Reads every chunk's vector in id order into s->ids / s->vectors. */
-static int store_read_vectors(rag_store *s, char *err)
+/* Appends the chunks above the last indexed id to ids and vectors. */
+static int store_read_new(rag_store *s, char *err)
 {
-    rag_vectors *v = NULL;
-    int rc = rag_vectors_new(&v, s->dim, RAG_VTYPE_F32, RAG_METRIC_COSINE, err);
-    if (rc != DK_OK) return rc;
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT id, embedding FROM chunks WHERE id > %" PRId64 " ORDER BY id",
+             s->n_ids ? s->ids[s->n_ids - 1] : (int64_t)0);
     duckdb_result res;
-    if (duckdb_query(s->con, "SELECT id, embedding FROM chunks ORDER BY id", &res) == DuckDBError) {
-        rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_result_error(&res));
+    if (duckdb_query(s->con, sql, &res) == DuckDBError) {
+        int rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_result_error(&res));
         duckdb_destroy_result(&res);
-        rag_vectors_free(v);
         return rc;
     }
     dk_buf ids = {0};
+    if (dk_buf_append(&ids, s->ids, s->n_ids * sizeof(int64_t)) != DK_OK) {
+        duckdb_destroy_result(&res);
+        return dk_fail(err, DK_ERR_NOMEM, "out of memory");
+    }
+    int rc = DK_OK;
     duckdb_data_chunk chunk;
     while (rc == DK_OK && (chunk = duckdb_fetch_chunk(res)) != NULL) {
-        rc = store_take_chunk(chunk, &ids, v, err);
+        rc = store_take_chunk(chunk, &ids, s->vectors, err);
         duckdb_destroy_data_chunk(&chunk);
     }
     duckdb_destroy_result(&res);
     if (rc != DK_OK) {
         dk_buf_free(&ids);
-        rag_vectors_free(v);
         return rc;
     }
+    dk_free(s->ids);
     s->n_ids = ids.len / sizeof(int64_t);
     s->ids = (int64_t *)(void *)dk_buf_detach(&ids);
-    s->vectors = v;
     return DK_OK;
+}
+
+/* Reads every chunk's vector in id order into s->ids / s->vectors (both empty before). */
+static int store_read_vectors(rag_store *s, char *err)
+{
+    int rc = rag_vectors_new(&s->vectors, s->dim, RAG_VTYPE_F32, RAG_METRIC_COSINE, err);
+    return rc == DK_OK ? store_read_new(s, err) : rc;
 }
 
 static int store_rebuild(rag_store *s, int n_threads, char *err)
@@ -332,13 +341,13 @@ static int store_rebuild(rag_store *s, int n_threads, char *err)
 static int store_put_blob(rag_store *s, const char *name, const void *data, size_t n, char *err)
 {
     duckdb_prepared_statement st;
-    int rc = store_prepare(s, "INSERT OR REPLACE INTO dk_index VALUES ($1, $2, $3)", &st, err);
+    int rc = rag_store_prepare(s, "INSERT OR REPLACE INTO dk_index VALUES ($1, $2, $3)", &st, err);
     if (rc != DK_OK) return rc;
     duckdb_bind_varchar(st, 1, name);
     duckdb_bind_int64(st, 2, s->generation);
     duckdb_bind_blob(st, 3, data, n);
     duckdb_result res;
-    rc = store_run(st, &res, err);
+    rc = rag_store_run(st, &res, err);
     duckdb_destroy_prepare(&st);
     if (rc == DK_OK) duckdb_destroy_result(&res);
     return rc;
@@ -369,12 +378,12 @@ static int store_get_blob(rag_store *s, const char *name, int64_t generation, du
     blob->data = NULL;
     blob->size = 0;
     duckdb_prepared_statement st;
-    int rc = store_prepare(s, "SELECT data FROM dk_index WHERE name = $1 AND generation = $2", &st, err);
+    int rc = rag_store_prepare(s, "SELECT data FROM dk_index WHERE name = $1 AND generation = $2", &st, err);
     if (rc != DK_OK) return rc;
     duckdb_bind_varchar(st, 1, name);
     duckdb_bind_int64(st, 2, generation);
     duckdb_result res;
-    rc = store_run(st, &res, err);
+    rc = rag_store_run(st, &res, err);
     duckdb_destroy_prepare(&st);
     if (rc != DK_OK) return rc;
     if (duckdb_row_count(&res) == 0) rc = DK_ERR_NOTFOUND;
@@ -447,40 +456,6 @@ int rag_store_index_sync(rag_store *s, int n_threads, bool save, char *err)
 }
 
 /* ---- the index after an ingest that only added chunks ---- */
-
-/* Appends the chunks above the last indexed id to ids and vectors. */
-static int store_read_new(rag_store *s, char *err)
-{
-    char sql[128];
-    snprintf(sql, sizeof sql, "SELECT id, embedding FROM chunks WHERE id > %" PRId64 " ORDER BY id",
-             s->n_ids ? s->ids[s->n_ids - 1] : (int64_t)0);
-    duckdb_result res;
-    if (duckdb_query(s->con, sql, &res) == DuckDBError) {
-        int rc = dk_fail(err, DK_ERR_IO, "store: %s", duckdb_result_error(&res));
-        duckdb_destroy_result(&res);
-        return rc;
-    }
-    dk_buf ids = {0};
-    if (dk_buf_append(&ids, s->ids, s->n_ids * sizeof(int64_t)) != DK_OK) {
-        duckdb_destroy_result(&res);
-        return dk_fail(err, DK_ERR_NOMEM, "out of memory");
-    }
-    int rc = DK_OK;
-    duckdb_data_chunk chunk;
-    while (rc == DK_OK && (chunk = duckdb_fetch_chunk(res)) != NULL) {
-        rc = store_take_chunk(chunk, &ids, s->vectors, err);
-        duckdb_destroy_data_chunk(&chunk);
-    }
-    duckdb_destroy_result(&res);
-    if (rc != DK_OK) {
-        dk_buf_free(&ids);
-        return rc;
-    }
-    dk_free(s->ids);
-    s->n_ids = ids.len / sizeof(int64_t);
-    s->ids = (int64_t *)(void *)dk_buf_detach(&ids);
-    return DK_OK;
-}
 
 int rag_store_index_after_ingest(rag_store *s, int64_t start_generation, bool only_added, int n_threads, char *err)
 {

@@ -46,6 +46,12 @@ struct rag_store {
 
 /* Runs sql (no results wanted); DuckDB's error as DK_ERR_IO. */
 int rag_store_exec(rag_store *s, const char *sql, char *err);
+/* Prepares sql; DuckDB's error as DK_ERR_IO (nothing to destroy then). */
+int rag_store_prepare(rag_store *s, const char *sql, duckdb_prepared_statement *out, char *err);
+/* Executes a prepared statement into *res, which the caller destroys on success. */
+int rag_store_run(duckdb_prepared_statement st, duckdb_result *res, char *err);
+/* The first column of the first row of sql as an integer; -1 on a failure or no row. */
+int64_t rag_store_scalar(const rag_store *s, const char *sql);
 /* dk_meta value of key into a new string (*out NULL when absent); caller dk_free's it. */
 int rag_store_meta_get(rag_store *s, const char *key, char **out, char *err);
 int rag_store_meta_set(rag_store *s, const char *key, const char *value, char *err);
