@@ -21,8 +21,10 @@
  * copies a list under the lock before walking it, a link rewrites it under the lock, never
  * two at once), and entry point and top level by one more, held through the whole insert of
  * a node that raises the top level. A node may then be linked to before it has written its
- * own list; its own links are merged with those (hnsw_link). An extend that fails (out of
- * memory) is undone: the new nodes and every link to them go.
+ * own list; its own links are merged with those (hnsw_link). After the inserts, every node
+ * layer 0 no longer reaches from the entry (pruning took all its in-links) is linked in again
+ * (hnsw_connect). An extend that fails (out of memory) is undone: the new nodes and every
+ * link to them go.
  *
  * Not for: the vectors themselves (vec.c owns them; the graph only borrows the store), exact
  * search, persistence of the vectors.
@@ -601,6 +603,71 @@ static int hnsw_insert_parallel(rag_hnsw *h, const float *rows, uint32_t from, u
     return atomic_load(&job.rc);
 }
 
+/* Marks in reached[] the nodes 0..n-1 that layer 0 reaches from the entry (queue: room for
+ * n); returns how many it does not reach. */
+static uint32_t hnsw_mark_reachable(const rag_hnsw *h, uint32_t n, uint8_t *reached, uint32_t *queue)
+{
+    memset(reached, 0, n);
+    uint32_t head = 0, tail = 0, n_reached = 1;
+    reached[h->entry] = 1;
+    queue[tail++] = h->entry;
+    while (head < tail) {
+        const uint32_t *list = hnsw_list(h, queue[head++], 0);
+        for (uint32_t i = 0; i < list[0]; i++) {
+            uint32_t to = list[1 + i];
+            if (reached[to]) continue;
+            reached[to] = 1;
+            queue[tail++] = to;
+            n_reached++;
+        }
+    }
+    return n - n_reached;
+}
+
+/* Links unreached node u from the reached node that scores best with it: appended when that
+ * node's layer-0 list has room, else in place of its lowest-scoring link. */
+static void hnsw_link_in(rag_hnsw *h, const float *rows, uint32_t n, const uint8_t *reached, uint32_t u)
+{
+    size_t dim = rag_vectors_dim(h->v);
+    const float *qu = rows + (size_t)u * dim;
+    uint32_t best = h->entry;
+    float best_score = hnsw_score(h, qu, best);
+    for (uint32_t id = 0; id < n; id++) {
+        if (!reached[id]) continue;
+        float sc = hnsw_score(h, qu, id);
+        if (sc > best_score) best = id, best_score = sc;
+    }
+    uint32_t *list = hnsw_list(h, best, 0);
+    if (list[0] < h->m0) {
+        list[1 + list[0]++] = u;
+        return;
+    }
+    const float *qb = rows + (size_t)best * dim;
+    uint32_t worst = 0;
+    for (uint32_t i = 1; i < list[0]; i++)
+        if (hnsw_score(h, qb, list[1 + i]) < hnsw_score(h, qb, list[1 + worst])) worst = i;
+    list[1 + worst] = u;
+}
+
+/* Makes every node reachable again on layer 0. Pruning can take away every link into a node
+ * (on several threads, where inserts prune each other's lists, about one 2000-node build in
+ * 30 loses a node; on one thread more rarely); a search could then never return it. Each
+ * round links every unreached node in (a replaced link may strand its target, which the next
+ * round links in); a graph that is whole is left unchanged. */
+static int hnsw_connect(rag_hnsw *h, const float *rows, uint32_t n)
+{
+    if (n < 2) return DK_OK;
+    uint8_t *reached = dk_malloc(n);
+    uint32_t *queue = dk_malloc_array(n, sizeof(uint32_t));
+    int rc = reached && queue ? DK_OK : DK_ERR_NOMEM;
+    for (int round = 0; rc == DK_OK && round < 64 && hnsw_mark_reachable(h, n, reached, queue) > 0; round++)
+        for (uint32_t u = 0; u < n; u++)
+            if (!reached[u]) hnsw_link_in(h, rows, n, reached, u);
+    dk_free(reached);
+    dk_free(queue);
+    return rc;
+}
+
 /* Undoes an extend that failed: nodes from..to-1 and every link to them go, the entry and
  * the random state are as before. Lists that were re-chosen meanwhile keep fewer links. */
 static void hnsw_roll_back(rag_hnsw *h, uint32_t from, uint32_t to, uint32_t entry, int max_level, uint64_t rng)
@@ -652,6 +719,7 @@ int rag_hnsw_extend(rag_hnsw *h, char *err)
             hnsw_scratch_free(h, &s);
         }
     }
+    if (rc == DK_OK) rc = hnsw_connect(h, rows, to);
     dk_free(rows);
     if (rc != DK_OK) {
         hnsw_roll_back(h, from, to, entry, max_level, rng);
